@@ -1,0 +1,72 @@
+"""netarchitect: design, build, measure, search and optimise neural-network architectures.
+
+The public API lives here; everything else is reachable from its subpackages.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from .errors import BudgetError, NetArchitectError, RegistryError, ShapeError, SpecError
+from .init import InitPolicy, InitRule, initialize, materialize
+from .network import Network, build, infer_shapes
+from .registry import (
+    Example,
+    create_model,
+    get_block,
+    list_blocks,
+    list_models,
+    register_block,
+    register_model,
+)
+from .spec import InputSpec, NetworkSpec, NodeSpec, load_spec, save_spec, spec_hash
+
+__version__ = "0.1.0"
+
+# Names served lazily from subpackages (keeps `import netarchitect` light).
+_LAZY = {
+    "check_module": "netarchitect.testing",
+    "count_params": "netarchitect.analysis",
+    "count_flops": "netarchitect.analysis",
+    "memory": "netarchitect.analysis",
+    "latency": "netarchitect.analysis",
+    "summary": "netarchitect.analysis",
+    "diagnose": "netarchitect.analysis",
+}
+
+__all__ = [
+    "BudgetError",
+    "Example",
+    "InitPolicy",
+    "InitRule",
+    "InputSpec",
+    "NetArchitectError",
+    "Network",
+    "NetworkSpec",
+    "NodeSpec",
+    "RegistryError",
+    "ShapeError",
+    "SpecError",
+    "__version__",
+    "build",
+    "create_model",
+    "get_block",
+    "infer_shapes",
+    "initialize",
+    "list_blocks",
+    "list_models",
+    "load_spec",
+    "materialize",
+    "register_block",
+    "register_model",
+    "save_spec",
+    "spec_hash",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'netarchitect' has no attribute {name!r}")

@@ -1,0 +1,20 @@
+"""Import every module of a package so its registrations run, and re-export ``__all__``."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any
+
+
+def import_submodules(package_name: str, package_path: list[str], namespace: dict[str, Any]) -> None:
+    """Import each submodule of ``package_name`` and copy its ``__all__`` names into ``namespace``."""
+    exported = namespace.setdefault("__all__", [])
+    for info in sorted(pkgutil.iter_modules(package_path), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{package_name}.{info.name}")
+        for name in getattr(module, "__all__", ()):
+            namespace[name] = getattr(module, name)
+            if name not in exported:
+                exported.append(name)

@@ -1,0 +1,141 @@
+"""Name → block class and name → model builder registries.
+
+Blocks are ``nn.Module`` classes usable from specs; models are builder
+functions returning a ready ``nn.Module``. Both are looked up by name, and an
+unknown name raises :class:`RegistryError` suggesting the closest names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from torch import nn
+
+from .errors import RegistryError
+
+__all__ = [
+    "register_block",
+    "register_model",
+    "get_block",
+    "get_model_builder",
+    "list_blocks",
+    "list_models",
+    "create_model",
+    "suggest",
+    "model_example",
+    "Example",
+]
+
+T = TypeVar("T")
+
+_BLOCKS: dict[str, type[nn.Module]] = {}
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+_MODEL_EXAMPLES: dict[str, Callable[[], Example] | None] = {}
+
+
+@dataclass(frozen=True)
+class Example:
+    """A small, valid instance of a block or model for tests and the conformance sweep.
+
+    ``kwargs`` are constructor (or builder) arguments, ``inputs`` the positional
+    forward inputs, ``skip`` maps a conformance check name to the reason it does
+    not apply (``{"batch_independence": "routing capacity couples samples"}``).
+    """
+
+    kwargs: dict[str, Any]
+    inputs: tuple[Any, ...]
+    skip: dict[str, str] = field(default_factory=dict)
+
+
+def suggest(name: str, candidates: list[str] | Any, n: int = 3) -> str:
+    """Return ``" (did you mean 'a', 'b'?)"`` for the closest candidates, or ``""``."""
+    close = difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)
+    if not close:
+        return ""
+    return " (did you mean " + ", ".join(repr(c) for c in close) + "?)"
+
+
+def _ensure_loaded() -> None:
+    # Importing the library registers its blocks and models.
+    from . import layers, models  # noqa: F401
+
+
+def register_block(name: str) -> Callable[[type[T]], type[T]]:
+    """Class decorator registering an ``nn.Module`` subclass under ``name``."""
+
+    def decorate(cls: type[T]) -> type[T]:
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise RegistryError(f"block {name!r}: {cls!r} is not an nn.Module subclass")
+        if name in _BLOCKS and _BLOCKS[name] is not cls:
+            raise RegistryError(f"block {name!r} is already registered to {_BLOCKS[name]!r}")
+        _BLOCKS[name] = cls  # type: ignore[assignment]
+        cls.block_name = name  # type: ignore[attr-defined]
+        return cls
+
+    return decorate
+
+
+def register_model(
+    name: str, *, example: Callable[[], Example] | None = None
+) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Decorator registering a model builder under ``name``.
+
+    ``example`` returns the smallest practical instance (builder overrides and
+    forward inputs) that the conformance sweep runs.
+    """
+
+    def decorate(fn: Callable[..., T]) -> Callable[..., T]:
+        if name in _MODELS and _MODELS[name] is not fn:
+            raise RegistryError(f"model {name!r} is already registered")
+        _MODELS[name] = fn  # type: ignore[assignment]
+        _MODEL_EXAMPLES[name] = example
+        return fn
+
+    return decorate
+
+
+def get_block(name: str) -> type[nn.Module]:
+    """The block class registered as ``name``."""
+    _ensure_loaded()
+    try:
+        return _BLOCKS[name]
+    except KeyError:
+        raise RegistryError(f"unknown block {name!r}{suggest(name, _BLOCKS)}") from None
+
+
+def get_model_builder(name: str) -> Callable[..., nn.Module]:
+    """The builder function registered as model ``name``."""
+    _ensure_loaded()
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise RegistryError(f"unknown model {name!r}{suggest(name, _MODELS)}") from None
+
+
+def model_example(name: str) -> Example | None:
+    """The small instance registered with model ``name``, or ``None``."""
+    get_model_builder(name)
+    factory = _MODEL_EXAMPLES[name]
+    return factory() if factory is not None else None
+
+
+def list_blocks(pattern: str = "*") -> list[str]:
+    """Sorted names of registered blocks matching the glob ``pattern``."""
+    _ensure_loaded()
+    return sorted(n for n in _BLOCKS if fnmatch.fnmatchcase(n, pattern))
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Sorted names of registered models matching the glob ``pattern``."""
+    _ensure_loaded()
+    return sorted(n for n in _MODELS if fnmatch.fnmatchcase(n, pattern))
+
+
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Build the registered model ``name``, passing ``overrides`` to its builder."""
+    builder = get_model_builder(name)
+    return builder(**overrides)

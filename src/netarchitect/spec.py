@@ -1,0 +1,382 @@
+"""Network specs: typed, immutable, serialisable descriptions of a DAG of blocks.
+
+A spec is data. It loads from YAML, JSON or a dict, round-trips unchanged
+through :meth:`NetworkSpec.to_dict`, and hashes stably (:func:`spec_hash`).
+Structural validation (:func:`validate_spec`) collects *every* problem with its
+path; shape problems are found by :func:`netarchitect.network.infer_shapes`.
+
+Format::
+
+    name: residual_mlp
+    inputs:
+      x: {shape: [64], dtype: float32}      # per-sample shape (no batch dimension)
+    nodes:
+      - {id: fc1, block: linear, params: {out_features: 64}, inputs: [x]}
+      - {id: act, block: relu}              # inputs default to the previous node
+      - {id: res, block: identity, inputs: [act, x], merge: add}
+    outputs: [res]
+
+A node with several inputs combines them with its ``merge`` before its block:
+``add``, ``mul``, ``concat`` (along per-sample dimension ``merge_dim``, default
+0: channels of a channels-first tensor, features of a vector) or ``gate``
+(inputs ``[a, g]``: ``a * sigmoid(g)``; inputs ``[a, b, g]``:
+``sigmoid(g) * a + (1 - sigmoid(g)) * b``, the highway carry gate).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from .errors import Problem, SpecError
+
+__all__ = [
+    "MERGES",
+    "DTYPES",
+    "InputSpec",
+    "NodeSpec",
+    "NetworkSpec",
+    "load_spec",
+    "save_spec",
+    "spec_hash",
+    "validate_spec",
+]
+
+MERGES = ("add", "concat", "mul", "gate")
+DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
+_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TOP_KEYS = {"name", "description", "inputs", "nodes", "outputs", "init"}
+_NODE_KEYS = {"id", "block", "params", "inputs", "merge", "merge_dim"}
+
+
+def _freeze(value: Any) -> Any:
+    """Deep-freeze a JSON-like value: dicts become read-only mappings, lists tuples."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({str(k): _freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    """Inverse of :func:`_freeze`: plain dicts and lists (for YAML/JSON)."""
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_thaw(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A named network input: per-sample ``shape`` (no batch dimension) and ``dtype``."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node: a registered ``block`` with ``params``, fed by ``inputs`` combined by ``merge``."""
+
+    id: str
+    block: str
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    inputs: tuple[str, ...] = ()
+    merge: str | None = None
+    merge_dim: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", _freeze(dict(self.params)))
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "block": self.block}
+        if self.params:
+            out["params"] = _thaw(self.params)
+        out["inputs"] = list(self.inputs)
+        if self.merge is not None:
+            out["merge"] = self.merge
+            if self.merge == "concat" and self.merge_dim != 0:
+                out["merge_dim"] = self.merge_dim
+        return out
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """A whole network: named inputs, nodes in any order (a DAG), output node ids."""
+
+    name: str
+    inputs: tuple[InputSpec, ...]
+    nodes: tuple[NodeSpec, ...]
+    outputs: tuple[str, ...]
+    description: str = ""
+    init: tuple[Mapping[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "nodes", tuple(self.nodes))
+        object.__setattr__(self, "outputs", tuple(self.outputs))
+        object.__setattr__(self, "init", tuple(_freeze(dict(r)) for r in self.init))
+
+    def node(self, node_id: str) -> NodeSpec:
+        """The node named ``node_id`` (``KeyError`` if absent)."""
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise KeyError(node_id)
+
+    def __iter__(self) -> Iterator[NodeSpec]:
+        return iter(self.nodes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Canonical plain-data form; ``load_spec(spec.to_dict()) == spec``."""
+        out: dict[str, Any] = {"name": self.name}
+        if self.description:
+            out["description"] = self.description
+        out["inputs"] = {i.name: i.to_dict() for i in self.inputs}
+        out["nodes"] = [n.to_dict() for n in self.nodes]
+        out["outputs"] = list(self.outputs)
+        if self.init:
+            out["init"] = [_thaw(r) for r in self.init]
+        return out
+
+    def replace_node(self, node_id: str, **changes: Any) -> NetworkSpec:
+        """A copy with node ``node_id``'s fields replaced (``params=...``, ``block=...``)."""
+        nodes = []
+        for n in self.nodes:
+            if n.id == node_id:
+                fields = {**n.to_dict(), **changes}
+                fields.setdefault("params", {})
+                n = NodeSpec(**fields)
+            nodes.append(n)
+        return NetworkSpec(self.name, self.inputs, tuple(nodes), self.outputs, self.description,
+                           self.init)
+
+
+def spec_hash(spec: NetworkSpec | Mapping[str, Any]) -> str:
+    """SHA-256 of the spec's canonical JSON (sorted keys, no spaces): equal in every process."""
+    data = spec.to_dict() if isinstance(spec, NetworkSpec) else _thaw(spec)
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _read_source(source: str | Path) -> Any:
+    """Parse a path or a YAML/JSON string into plain data."""
+    text: str
+    where = "spec"
+    if isinstance(source, Path) or (
+        isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml", ".json"))
+    ):
+        path = Path(source)
+        if not path.is_file():
+            raise SpecError(f"spec file {str(path)!r} does not exist")
+        text = path.read_text(encoding="utf-8")
+        where = str(path)
+    else:
+        text = str(source)
+    try:
+        return yaml.safe_load(text)  # YAML is a superset of JSON
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"{where}: malformed YAML/JSON{at}: {problem}") from None
+
+
+def _parse_inputs(raw: Any, problems: list[Problem]) -> list[InputSpec]:
+    if isinstance(raw, Mapping):
+        items = [(k, v) for k, v in raw.items()]
+    elif isinstance(raw, list):
+        items = []
+        for i, entry in enumerate(raw):
+            if not isinstance(entry, Mapping) or "name" not in entry:
+                problems.append(Problem(f"inputs[{i}]", "must be a mapping with 'name' and 'shape'"))
+                continue
+            items.append((entry["name"], {k: v for k, v in entry.items() if k != "name"}))
+    else:
+        problems.append(Problem("inputs", f"must be a mapping of name -> {{shape, dtype}}, got {type(raw).__name__}"))
+        return []
+    if not items:
+        problems.append(Problem("inputs", "at least one input is required"))
+    out = []
+    for name, body in items:
+        path = f"inputs.{name}"
+        if not isinstance(name, str) or not _ID.match(name):
+            problems.append(Problem(path, f"input name {name!r} is not an identifier"))
+            continue
+        if isinstance(body, list):
+            body = {"shape": body}
+        if not isinstance(body, Mapping):
+            problems.append(Problem(path, "must be a mapping with 'shape' (and optional 'dtype')"))
+            continue
+        unknown = set(body) - {"shape", "dtype"}
+        if unknown:
+            problems.append(Problem(path, f"unknown key(s) {sorted(unknown)}"))
+        shape = body.get("shape")
+        if not isinstance(shape, list | tuple) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape
+        ):
+            problems.append(Problem(f"{path}.shape", f"must be a list of positive integers, got {shape!r}"))
+            continue
+        dtype = body.get("dtype", "float32")
+        if dtype not in DTYPES:
+            from .registry import suggest
+
+            problems.append(Problem(f"{path}.dtype", f"unknown dtype {dtype!r}{suggest(str(dtype), DTYPES)}"))
+            continue
+        out.append(InputSpec(name, tuple(shape), dtype))
+    return out
+
+
+def _parse_node(i: int, raw: Any, previous: str | None, problems: list[Problem]) -> NodeSpec | None:
+    path = f"nodes[{i}]"
+    if not isinstance(raw, Mapping):
+        problems.append(Problem(path, f"must be a mapping, got {type(raw).__name__}"))
+        return None
+    unknown = set(raw) - _NODE_KEYS
+    if unknown:
+        from .registry import suggest
+
+        hints = "".join(suggest(str(k), _NODE_KEYS) for k in sorted(unknown, key=str))
+        problems.append(Problem(path, f"unknown key(s) {sorted(map(str, unknown))}{hints}"))
+    ok = True
+    node_id = raw.get("id")
+    if not isinstance(node_id, str) or not _ID.match(node_id):
+        problems.append(Problem(f"{path}.id", f"must be an identifier (letters, digits, _), got {node_id!r}"))
+        ok = False
+    block = raw.get("block")
+    if not isinstance(block, str) or not block:
+        problems.append(Problem(f"{path}.block", f"must be a block name, got {block!r}"))
+        ok = False
+    params = raw.get("params") or {}
+    if not isinstance(params, Mapping):
+        problems.append(Problem(f"{path}.params", f"must be a mapping, got {type(params).__name__}"))
+        ok = False
+    inputs = raw.get("inputs", [previous] if previous else None)
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if not isinstance(inputs, list | tuple) or not inputs or not all(isinstance(s, str) for s in inputs):
+        problems.append(Problem(f"{path}.inputs", f"must be a non-empty list of node or input names, got {inputs!r}"))
+        ok = False
+    merge = raw.get("merge")
+    if merge is not None and merge not in MERGES:
+        from .registry import suggest
+
+        problems.append(Problem(f"{path}.merge", f"unknown merge {merge!r}{suggest(str(merge), MERGES)}; use one of {', '.join(MERGES)}"))
+        merge = "add"  # keep the node so the rest of the spec is still checked
+    merge_dim = raw.get("merge_dim", 0)
+    if not isinstance(merge_dim, int) or isinstance(merge_dim, bool):
+        problems.append(Problem(f"{path}.merge_dim", f"must be an integer, got {merge_dim!r}"))
+        ok = False
+    if not ok:
+        return None
+    return NodeSpec(node_id, block, params, tuple(inputs), merge, merge_dim)
+
+
+def _parse(data: Any) -> tuple[NetworkSpec | None, list[Problem]]:
+    """Parse plain data; the spec is ``None`` only when a node could not be read at all."""
+    problems: list[Problem] = []
+    if not isinstance(data, Mapping):
+        return None, [Problem("", f"a spec must be a mapping, got {type(data).__name__}")]
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        problems.append(Problem("", f"unknown top-level key(s) {sorted(map(str, unknown))}"))
+    name = data.get("name", "network")
+    if not isinstance(name, str):
+        problems.append(Problem("name", f"must be a string, got {name!r}"))
+        name = "network"
+    inputs = _parse_inputs(data.get("inputs"), problems)
+    raw_nodes = data.get("nodes")
+    nodes: list[NodeSpec] = []
+    if not isinstance(raw_nodes, list) or not raw_nodes:
+        problems.append(Problem("nodes", "must be a non-empty list of nodes"))
+        raw_nodes = []
+    previous = inputs[0].name if len(inputs) == 1 else None
+    complete = True
+    for i, raw in enumerate(raw_nodes):
+        node = _parse_node(i, raw, previous, problems)
+        if node is not None:
+            nodes.append(node)
+            previous = node.id
+        else:
+            complete = False
+            previous = raw.get("id") if isinstance(raw, Mapping) else None
+    outputs = data.get("outputs", [nodes[-1].id] if nodes else [])
+    if isinstance(outputs, str):
+        outputs = [outputs]
+    if not isinstance(outputs, list | tuple) or not outputs or not all(isinstance(o, str) for o in outputs):
+        problems.append(Problem("outputs", f"must be a non-empty list of node names, got {outputs!r}"))
+        outputs = []
+    init = data.get("init", [])
+    if not isinstance(init, list) or not all(isinstance(r, Mapping) for r in init):
+        problems.append(Problem("init", "must be a list of rule mappings"))
+        init = []
+    description = data.get("description", "")
+    if not complete or not inputs or not nodes:
+        return None, problems
+    return NetworkSpec(name, tuple(inputs), tuple(nodes), tuple(outputs), str(description), tuple(init)), problems
+
+
+def load_spec(source: NetworkSpec | Mapping[str, Any] | str | Path, *, validate: bool = True) -> NetworkSpec:
+    """Load a spec from a ``NetworkSpec``, a dict, a YAML/JSON string or a file path.
+
+    Raises :class:`SpecError` listing every problem found (with paths).
+    """
+    if isinstance(source, NetworkSpec):
+        spec = source
+    else:
+        data = source if isinstance(source, Mapping) else _read_source(source)
+        parsed, problems = _parse(data)
+        if problems:
+            if parsed is not None:  # report the structural problems of the rest too
+                reported = {p.path for p in problems}
+                problems += [p for p in validate_spec(parsed) if p.path not in reported]
+            raise SpecError(problems=problems)
+        assert parsed is not None
+        spec = parsed
+    if validate:
+        problems = validate_spec(spec)
+        if problems:
+            raise SpecError(problems=problems)
+    return spec
+
+
+def save_spec(spec: NetworkSpec, path: str | Path) -> Path:
+    """Write ``spec`` as YAML (or JSON for a ``.json`` path) atomically."""
+    from ._io import atomic_write_text
+
+    path = Path(path)
+    data = spec.to_dict()
+    if path.suffix == ".json":
+        text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    else:
+        text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+    atomic_write_text(path, text)
+    return path
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate_spec(spec: NetworkSpec) -> list[Problem]:
+    """Every structural problem of ``spec`` (block names, parameters, references, cycles)."""
+    from .spec_checks import check_blocks, check_graph
+
+    return check_graph(spec) + check_blocks(spec)

@@ -1,0 +1,177 @@
+"""Structural checks of a :class:`~netarchitect.spec.NetworkSpec` that need no tensors.
+
+Each check returns a list of :class:`~netarchitect.errors.Problem` so that
+validation reports every problem at once.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from .errors import Problem, RegistryError
+from .registry import get_block, list_blocks, suggest
+from .spec import NetworkSpec
+
+__all__ = ["check_graph", "check_blocks", "topological_order", "CHANNEL_ARGS", "block_signature"]
+
+#: First constructor arguments that the builder fills from the inferred input shape.
+CHANNEL_ARGS = ("in_features", "in_channels", "dim")
+_RESERVED = {"device", "dtype", "self"}
+
+
+def topological_order(spec: NetworkSpec) -> list[str] | None:
+    """Node ids in an order where every node follows its inputs; ``None`` on a cycle."""
+    ids = {n.id for n in spec.nodes}
+    deps = {n.id: [s for s in n.inputs if s in ids] for n in spec.nodes}
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 = visiting, 2 = done
+
+    for start in (n.id for n in spec.nodes):
+        stack = [(start, iter(deps[start]))]
+        if state.get(start) == 2:
+            continue
+        state[start] = 1
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                state[node] = 2
+                order.append(node)
+            elif state.get(child) == 1:
+                return None
+            elif state.get(child) is None:
+                state[child] = 1
+                stack.append((child, iter(deps[child])))
+    return order
+
+
+def _cycle_members(spec: NetworkSpec) -> list[str]:
+    """Ids of nodes on a cycle (those Kahn's algorithm cannot remove)."""
+    ids = {n.id for n in spec.nodes}
+    indegree = {n.id: sum(1 for s in n.inputs if s in ids) for n in spec.nodes}
+    users: dict[str, list[str]] = {i: [] for i in ids}
+    for n in spec.nodes:
+        for s in n.inputs:
+            if s in ids:
+                users[s].append(n.id)
+    ready = [i for i, d in indegree.items() if d == 0]
+    while ready:
+        for u in users[ready.pop()]:
+            indegree[u] -= 1
+            if indegree[u] == 0:
+                ready.append(u)
+    return [n.id for n in spec.nodes if indegree[n.id] > 0]
+
+
+def check_graph(spec: NetworkSpec) -> list[Problem]:
+    """Duplicate ids, dangling references, merges, cycles and outputs."""
+    problems: list[Problem] = []
+    input_names = {i.name for i in spec.inputs}
+    seen: dict[str, int] = {}
+    for i, node in enumerate(spec.nodes):
+        if node.id in seen:
+            problems.append(Problem(f"nodes[{i}].id", f"duplicate id {node.id!r} (first used by nodes[{seen[node.id]}])"))
+        elif node.id in input_names:
+            problems.append(Problem(f"nodes[{i}].id", f"id {node.id!r} is already the name of an input"))
+        seen.setdefault(node.id, i)
+    known = input_names | set(seen)
+    for i, node in enumerate(spec.nodes):
+        for j, src in enumerate(node.inputs):
+            if src not in known:
+                problems.append(Problem(f"nodes[{i}].inputs[{j}]", f"unknown node or input {src!r}{suggest(src, known)}"))
+            elif src == node.id:
+                problems.append(Problem(f"nodes[{i}].inputs[{j}]", f"node {node.id!r} uses itself as input"))
+        n_in = len(node.inputs)
+        if n_in > 1 and node.merge is None:
+            problems.append(Problem(f"nodes[{i}].merge", f"{n_in} inputs need a merge (add, concat, mul or gate)"))
+        if node.merge == "gate" and n_in not in (2, 3):
+            problems.append(Problem(f"nodes[{i}].merge", f"gate takes 2 inputs [a, g] or 3 inputs [a, b, g], got {n_in}"))
+    if not any(p.message.endswith("uses itself as input") for p in problems):
+        cycle = _cycle_members(spec)
+        if cycle:
+            problems.append(Problem("nodes", f"cycle through nodes {', '.join(repr(c) for c in cycle)}"))
+    for k, out in enumerate(spec.outputs):
+        if out not in known:
+            problems.append(Problem(f"outputs[{k}]", f"{out!r} is not a node or input{suggest(out, known)}"))
+    return problems
+
+
+def block_signature(cls: type[nn.Module]) -> tuple[dict[str, inspect.Parameter], dict[str, Any]]:
+    """Constructor parameters (without self/device/dtype) and their resolved type hints."""
+    sig = inspect.signature(cls.__init__)
+    params = {
+        name: p
+        for name, p in sig.parameters.items()
+        if name not in _RESERVED and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # unresolvable annotations: skip type checks
+        hints = {}
+    return params, hints
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits the annotation ``hint`` (unknown hint kinds accept anything)."""
+    if hint is Any or hint is inspect.Parameter.empty:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if origin in (tuple, list, typing.Sequence) or hint in (tuple, list):
+        return isinstance(value, tuple | list)
+    if origin is not None:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint in (dict, Mapping):
+        return isinstance(value, Mapping)
+    return True  # classes, callables, partials: left to the block's own validation
+
+
+def _hint_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def check_blocks(spec: NetworkSpec) -> list[Problem]:
+    """Unknown blocks, unknown, missing or mistyped parameters."""
+    problems: list[Problem] = []
+    for i, node in enumerate(spec.nodes):
+        try:
+            cls = get_block(node.block)
+        except RegistryError:
+            problems.append(Problem(f"nodes[{i}].block", f"unknown block {node.block!r}{suggest(node.block, list_blocks())}"))
+            continue
+        params, hints = block_signature(cls)
+        for key, value in node.params.items():
+            path = f"nodes[{i}].params.{key}"
+            if key not in params:
+                problems.append(Problem(path, f"unknown parameter of block {node.block!r}{suggest(key, params)}"))
+                continue
+            hint = hints.get(key, inspect.Parameter.empty)
+            if not _type_ok(value, hint):
+                problems.append(Problem(path, f"expected {_hint_name(hint)}, got {type(value).__name__} {value!r}"))
+        positional = list(params)
+        for name, p in params.items():
+            if p.default is not inspect.Parameter.empty or name in node.params:
+                continue
+            if positional and name == positional[0] and name in CHANNEL_ARGS:
+                continue  # filled from the inferred input shape
+            problems.append(Problem(f"nodes[{i}].params.{name}", f"missing required parameter of block {node.block!r}"))
+    return problems
