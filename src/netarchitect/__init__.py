@@ -27,6 +27,8 @@ __version__ = "0.1.0"
 # Names served lazily from subpackages (keeps `import netarchitect` light).
 _LAZY = {
     "check_module": "netarchitect.testing",
+    "assert_conformance": "netarchitect.testing",
+    "available_checks": "netarchitect.testing",
     "count_params": "netarchitect.analysis",
     "count_flops": "netarchitect.analysis",
     "memory": "netarchitect.analysis",
