@@ -236,3 +236,18 @@ def test_gradients_flow_through_every_merge():
     model(torch.randn(4, 8)).sum().backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_network_deepcopies_and_pickles():
+    import copy
+    import pickle
+
+    spec = _spec([_node("a", "linear", ["x"], out_features=4)], ["a"])
+    model = na.build(spec, seed=0)
+    x = torch.randn(2, 8)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        torch.testing.assert_close(clone(x), model(x))
+        assert clone.spec == model.spec
+    assert hash(model.spec.nodes[0].params) == hash(copy.deepcopy(model.spec.nodes[0].params))
+    with pytest.raises(TypeError, match="immutable"):
+        model.spec.nodes[0].params.update(out_features=3)

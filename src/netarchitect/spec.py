@@ -31,7 +31,6 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -57,10 +56,32 @@ _TOP_KEYS = {"name", "description", "inputs", "nodes", "outputs", "init"}
 _NODE_KEYS = {"id", "block", "params", "inputs", "merge", "merge_dim"}
 
 
+class FrozenDict(dict):  # type: ignore[type-arg]
+    """A read-only, hashable, picklable dict (spec params and init rules)."""
+
+    def _readonly(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("spec values are immutable; use NetworkSpec.replace_node or build a new spec")
+
+    __setitem__ = __delitem__ = __ior__ = _readonly  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _readonly  # type: ignore[assignment]
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items(), key=lambda kv: kv[0])))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenDict, (dict(self),))
+
+    def __copy__(self) -> FrozenDict:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FrozenDict:
+        return self
+
+
 def _freeze(value: Any) -> Any:
-    """Deep-freeze a JSON-like value: dicts become read-only mappings, lists tuples."""
+    """Deep-freeze a JSON-like value: dicts become :class:`FrozenDict`, lists tuples."""
     if isinstance(value, Mapping):
-        return MappingProxyType({str(k): _freeze(v) for k, v in value.items()})
+        return FrozenDict({str(k): _freeze(v) for k, v in value.items()})
     if isinstance(value, list | tuple):
         return tuple(_freeze(v) for v in value)
     return value
@@ -93,7 +114,7 @@ class NodeSpec:
 
     id: str
     block: str
-    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    params: Mapping[str, Any] = field(default_factory=lambda: FrozenDict())
     inputs: tuple[str, ...] = ()
     merge: str | None = None
     merge_dim: int = 0
