@@ -1,0 +1,107 @@
+"""Key/value cache for incremental (token-by-token) decoding."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..errors import SpecError
+
+__all__ = ["KVCache"]
+
+
+class KVCache:
+    """Keys and values already computed by one attention layer.
+
+    :class:`~netarchitect.layers.attention.MultiHeadAttention` appends the new
+    keys/values of each call (after RoPE, before grouped-query expansion) and
+    attends over everything stored; the positions of new queries start at
+    :attr:`length`. Decoding one token at a time therefore gives the same outputs
+    as recomputing the whole causal sequence. For cross-attention the cache holds
+    the projected context after the first call and reuses it afterwards.
+
+    With ``max_length`` the storage is allocated once and filled in place
+    (appending past it raises); without it every append concatenates.
+    Use one cache per layer: ``caches = KVCache.create(num_layers)``.
+
+    Shapes:
+        update(k, v): (B, H_kv, T_new, D) each -> all keys, values (B, H_kv, length, D)
+    """
+
+    def __init__(self, max_length: int | None = None) -> None:
+        if max_length is not None and max_length < 1:
+            raise SpecError(f"max_length must be >= 1, got {max_length}", path="max_length")
+        self.max_length = max_length
+        self._k: Tensor | None = None
+        self._v: Tensor | None = None
+        self._length = 0
+
+    @classmethod
+    def create(cls, num_layers: int, max_length: int | None = None) -> list[KVCache]:
+        """One empty cache per layer."""
+        return [cls(max_length) for _ in range(num_layers)]
+
+    @property
+    def length(self) -> int:
+        """Number of positions stored."""
+        return self._length
+
+    def __len__(self) -> int:
+        return self._length
+
+    @property
+    def keys(self) -> Tensor | None:
+        """Stored keys (B, H_kv, length, D), or ``None`` when empty."""
+        return None if self._k is None else self._k[:, :, : self._length]
+
+    @property
+    def values(self) -> Tensor | None:
+        """Stored values (B, H_kv, length, D), or ``None`` when empty."""
+        return None if self._v is None else self._v[:, :, : self._length]
+
+    def reset(self) -> None:
+        """Forget everything (the preallocated storage is dropped too)."""
+        self._k = self._v = None
+        self._length = 0
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append ``k``, ``v`` and return all stored keys and values."""
+        if k.dim() != 4 or k.shape != v.shape:
+            raise ValueError(
+                f"KVCache.update expects k and v of equal shape (B, H, T, D), "
+                f"got {tuple(k.shape)} and {tuple(v.shape)}"
+            )
+        new = k.shape[2]
+        if (
+            self._k is not None
+            and k.shape[:2] + k.shape[3:] != self._k.shape[:2] + self._k.shape[3:]
+        ):
+            raise ValueError(
+                f"KVCache holds (B, H, D) = {tuple(self._k.shape[:2] + self._k.shape[3:])}, "
+                f"got {tuple(k.shape[:2] + k.shape[3:])}; call reset() before a new batch"
+            )
+        end = self._length + new
+        if self.max_length is None:
+            if self._k is None:
+                self._k, self._v = k, v
+            else:
+                assert self._v is not None
+                self._k = torch.cat((self._k, k), dim=2)
+                self._v = torch.cat((self._v, v), dim=2)
+        else:
+            if end > self.max_length:
+                raise ValueError(
+                    f"KVCache is full: {self._length} + {new} positions > max_length={self.max_length}"
+                )
+            if self._k is None:
+                shape = (*k.shape[:2], self.max_length, k.shape[3])
+                self._k = k.new_zeros(shape)
+                self._v = v.new_zeros(shape)
+            assert self._v is not None
+            self._k[:, :, self._length : end] = k
+            self._v[:, :, self._length : end] = v
+        self._length = end
+        return self._k[:, :, :end], self._v[:, :, :end]
+
+    def __repr__(self) -> str:
+        return f"KVCache(length={self._length}, max_length={self.max_length})"

@@ -1,0 +1,124 @@
+"""The Transformer block, composed of attention, a feed-forward and residual wrappers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..registry import Example, register_block
+from ._factory import LayerType, check_probability, example_tensor, reset_children
+from .attention import MultiHeadAttention
+from .connections import Residual
+from .kv_cache import KVCache
+from .mlp import make_mlp
+
+__all__ = ["TransformerBlock"]
+
+Device = torch.device | str | None
+Dtype = torch.dtype | None
+
+
+@register_block("transformer_block")
+class TransformerBlock(nn.Module):
+    """Transformer layer (Vaswani et al. 2017): self-attention, optional cross-attention, MLP.
+
+    Each sub-layer is a :class:`~netarchitect.layers.connections.Residual`:
+    ``norm="pre"`` gives ``x + f(norm(x))`` (GPT-2/ViT, equal to
+    ``nn.TransformerEncoderLayer(norm_first=True)``), ``"post"`` gives
+    ``norm(x + f(x))`` (the original, ``norm_first=False``), ``"sandwich"`` and
+    ``None`` are also accepted. ``layerscale`` (an initial value) scales each branch
+    per channel (CaiT); ``drop_path`` is stochastic depth on each branch.
+
+    ``mlp_layer`` is a name from :data:`~netarchitect.layers.mlp.MLP_LAYERS`
+    (``"mlp"``, ``"swiglu"``, ...), a class or a partial; ``act_layer=None`` keeps
+    that layer's own default activation. Remaining keyword arguments
+    (``num_kv_heads``, ``pos``, ``qk_norm``, ``window``, ``qkv_bias``, ...) go to the
+    self-attention :class:`~netarchitect.layers.attention.MultiHeadAttention`.
+    With ``cross_attention=True`` a cross-attention sub-layer over ``context``
+    (``context_dim`` wide) sits between self-attention and the MLP (decoder layer).
+
+    Shapes:
+        x: (B, T, dim); context: (B, S, context_dim); output: (B, T, dim).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        mlp_ratio: float = 4.0,
+        hidden_dim: int | None = None,
+        norm: str | None = "pre",
+        norm_layer: LayerType = "layernorm",
+        act_layer: LayerType = "gelu",
+        mlp_layer: LayerType = "mlp",
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        layerscale: float | None = None,
+        cross_attention: bool = False,
+        context_dim: int | None = None,
+        device: Device = None,
+        dtype: Dtype = None,
+        **attn_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        check_probability("drop", drop)
+        factory = {"device": device, "dtype": dtype}
+        residual = {
+            "dim": dim,
+            "norm": norm,
+            "norm_layer": norm_layer,
+            "scale": None if layerscale is None else "layerscale",
+            "layerscale_init": 1e-5 if layerscale is None else layerscale,
+            "drop_path": drop_path,
+            **factory,
+        }
+        attn = {"attn_drop": attn_drop, "proj_drop": drop, **factory}
+        self.attn = Residual(MultiHeadAttention(dim, num_heads, **attn, **attn_kwargs), **residual)
+        self.cross_attn: Residual | None = None
+        if cross_attention:
+            cross = MultiHeadAttention(dim, num_heads, context_dim=context_dim, **attn)
+            self.cross_attn = Residual(cross, **residual)
+        ffn = make_mlp(
+            mlp_layer,
+            dim,
+            act_layer=act_layer,
+            hidden_dim=hidden_dim,
+            mlp_ratio=mlp_ratio,
+            drop=drop,
+            **factory,
+        )
+        self.mlp = Residual(ffn, **residual)
+
+    def reset_parameters(self) -> None:
+        reset_children(self)
+
+    @classmethod
+    def example(cls) -> Example:
+        kwargs = {"dim": 16, "num_heads": 2, "mlp_ratio": 2.0, "mlp_layer": "swiglu", "pos": "rope"}
+        return Example(kwargs, (example_tensor(2, 5, 16),))
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        mask: Tensor | None = None,
+        key_padding_mask: Tensor | None = None,
+        is_causal: bool = False,
+        kv_cache: KVCache | None = None,
+        context: Tensor | None = None,
+        context_key_padding_mask: Tensor | None = None,
+    ) -> Tensor:
+        x = self.attn(
+            x, mask=mask, key_padding_mask=key_padding_mask, is_causal=is_causal, kv_cache=kv_cache
+        )
+        if self.cross_attn is not None:
+            if context is None:
+                raise ValueError("this TransformerBlock has cross-attention: pass context=")
+            x = self.cross_attn(x, context, key_padding_mask=context_key_padding_mask)
+        elif context is not None:
+            raise ValueError("context= given but the block was built with cross_attention=False")
+        return self.mlp(x)
