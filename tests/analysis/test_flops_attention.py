@@ -1,0 +1,189 @@
+"""Attention FLOPs: SDPA on CPU (every kernel), nn.MultiheadAttention and its fused path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from netarchitect.analysis import attention_cost, count_flops
+from netarchitect.analysis.flop_formulas import classify
+
+B, H, L, S, E = 2, 3, 5, 7, 8
+SCORES = B * H * L * S
+MACS = SCORES * (E + E)
+SCALING = B * H * L * E + B * H * S * E  # q and k scaled by sqrt(scale), as the math path does
+
+
+class Attention(nn.Module):
+    def forward(self, q, k, v, is_causal=False, attn_mask=None):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
+
+
+def qkv(device="cpu", requires_grad=False):
+    g = torch.Generator().manual_seed(0)
+    shapes = [(B, H, L, E), (B, H, S, E), (B, H, S, E)]
+    return [torch.randn(s, generator=g).to(device).requires_grad_(requires_grad) for s in shapes]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_sdpa_on_cpu_counts_the_fused_kernel(causal):
+    r = count_flops(Attention(), (*qkv(requires_grad=True), causal), backward=True)
+    assert list(r.by_operator) == ["aten._scaled_dot_product_flash_attention_for_cpu"]
+    assert r.forward.macs == MACS  # causal: full score matrix, no saving (documented)
+    assert r.forward.other_flops == SCALING + (SCORES if causal else 0) + 5 * SCORES
+    assert r.backward.macs == 2 * MACS
+    assert r.backward.other_flops == 4 * SCORES + SCALING
+    assert r.uncounted == {}
+
+
+@pytest.mark.parametrize("mask_dtype", [torch.float32, torch.bool])
+def test_sdpa_with_explicit_mask(mask_dtype):
+    mask = torch.ones(L, S).tril().to(mask_dtype)
+    r = count_flops(Attention(), (*qkv(), False, mask))
+    assert (r.macs, r.other_flops) == (MACS, SCALING + SCORES + 5 * SCORES)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_sdpa_meta_math_path_equals_cpu_kernel(causal):
+    cpu = count_flops(Attention(), (*qkv(requires_grad=True), causal), backward=True)
+    meta = count_flops(Attention(), (*qkv("meta", requires_grad=True), causal), backward=True)
+    assert "aten.bmm" in meta.by_operator  # a different kernel ...
+    assert (meta.forward, meta.backward) == (cpu.forward, cpu.backward)  # ... the same numbers
+
+
+def test_sdpa_grouped_query_attention_meta_equals_cpu():
+    class GQA(nn.Module):
+        def forward(self, q, k, v):
+            return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+
+    def inputs(device):
+        q = torch.randn(B, 4, L, E, device=device, requires_grad=True)
+        k = torch.randn(B, 2, S, E, device=device, requires_grad=True)
+        v = torch.randn(B, 2, S, E, device=device, requires_grad=True)
+        return q, k, v
+
+    cpu = count_flops(GQA(), inputs("cpu"), backward=True)
+    meta = count_flops(GQA(), inputs("meta"), backward=True)
+    assert cpu.forward.macs == B * 4 * L * S * 2 * E
+    assert (meta.forward, meta.backward) == (cpu.forward, cpu.backward)
+
+
+class RawKernel(nn.Module):
+    """Calls one aten attention kernel directly (meta kernels exist for the GPU ones)."""
+
+    def __init__(self, op, *extra, layout="bhle", **kwargs) -> None:
+        super().__init__()
+        self.op, self.extra, self.layout, self.kwargs = op, extra, layout, kwargs
+
+    def forward(self, q, k, v):
+        if self.layout == "bshe":
+            q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        return self.op(q, k, v, *self.extra, **self.kwargs)[0]
+
+
+aten = torch.ops.aten
+
+
+@pytest.mark.parametrize(
+    ("module", "masked"),
+    [
+        (RawKernel(aten._scaled_dot_product_flash_attention_for_cpu, 0.0, True), True),
+        (RawKernel(aten._scaled_dot_product_efficient_attention, None, False), False),
+        (RawKernel(aten._scaled_dot_product_efficient_attention, None, False, 0.0, True), True),
+        (RawKernel(aten._scaled_dot_product_flash_attention, 0.0, True), True),
+        (RawKernel(aten._scaled_dot_product_cudnn_attention, None, False), False),
+        (RawKernel(aten._scaled_dot_product_fused_attention_overrideable), False),
+        (
+            RawKernel(
+                aten._efficient_attention_forward,
+                None,
+                None,
+                None,
+                None,
+                None,
+                0.0,
+                1,
+                layout="bshe",
+            ),
+            True,
+        ),
+        (
+            RawKernel(
+                aten._flash_attention_forward, None, None, L, S, 0.0, False, False, layout="bshe"
+            ),
+            False,
+        ),
+    ],
+)
+def test_every_sdpa_kernel_has_a_formula(module, masked):
+    r = count_flops(module, qkv("meta"))
+    assert r.uncounted == {}
+    assert r.forward.macs == MACS
+    assert r.forward.other_flops == SCALING + (SCORES if masked else 0) + 5 * SCORES
+
+
+def test_backward_kernels_and_varlen_formulas():
+    q, k, v = qkv("meta")
+    out = torch.empty_like(q)
+    lse = torch.empty(B, H, L, device="meta")
+    info = classify(aten._scaled_dot_product_flash_attention_for_cpu_backward.default)
+    kind, cost = info.cost((out, q, k, v, out, lse, 0.0, False), {}, None)
+    assert (kind, cost) == ("formula", (2 * MACS, 4 * SCORES + SCALING))
+    info = classify(aten._scaled_dot_product_efficient_attention_backward.default)
+    _, cost = info.cost((out, q, k, v, None, out, lse, lse, lse, 0.5, [True] * 4), {}, None)
+    assert cost == (2 * MACS, 4 * SCORES + SCALING + SCORES)  # dropout: one per score
+    # variable-length flash attention: two sequences of 2 and 3 tokens (H=3, E=8)
+    total_q = torch.randn(5, H, E)
+    cu = torch.tensor([0, 2, 5])
+    info = classify(aten._flash_attention_forward.default)
+    _, cost = info.cost((total_q, total_q, total_q, cu, cu, 3, 3, 0.0, False, False), {}, None)
+    assert cost[0] == H * (2 * 2 + 3 * 3) * 2 * E
+    assert attention_cost((H, 2, E), (H, 2, E), (H, 2, E))[0] == H * 4 * 2 * E
+
+
+def test_multihead_attention_train_and_fused_eval_path_agree():
+    dim, heads, batch, length = 16, 4, 2, 6
+    expected = 4 * batch * length * dim * dim + 2 * batch * length * length * dim
+    mha = nn.MultiheadAttention(dim, heads, batch_first=True)
+    x = torch.randn(batch, length, dim)
+
+    class SelfAttention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = mha
+
+        def forward(self, x):
+            return self.attn(x, x, x)[0]
+
+    model = SelfAttention()
+    train = count_flops(model.train(), x, backward=True)
+    assert train.forward.macs == expected
+    assert train.by_module["attn"].macs == expected
+    model.eval()
+    with torch.no_grad():
+        fused = count_flops(model, x)
+    assert list(fused.by_operator) == ["aten._native_multi_head_attention"]
+    assert fused.forward == train.forward  # same MACs and the same other FLOPs
+    with torch.no_grad():
+        meta = count_flops(SelfAttention().to("meta").eval(), x.to("meta"))
+    assert meta.forward == fused.forward
+
+
+def test_transformer_encoder_layer_fused_path():
+    dim, heads, hidden, batch, length = 16, 4, 32, 2, 6
+    layer = nn.TransformerEncoderLayer(dim, heads, hidden, batch_first=True).eval()
+    x = torch.randn(batch, length, dim)
+    with torch.no_grad():
+        fused = count_flops(layer, x)
+    attention = 4 * batch * length * dim * dim + 2 * batch * length * length * dim
+    ffn = 2 * batch * length * dim * hidden
+    assert list(fused.by_operator) == ["aten._transformer_encoder_layer_fwd"]
+    assert fused.macs == attention + ffn
+    unfused = count_flops(layer.train(), x)  # dropout adds its own element-wise work
+    assert unfused.macs == fused.macs
+    meta_layer = nn.TransformerEncoderLayer(dim, heads, hidden, batch_first=True, device="meta")
+    with torch.no_grad():
+        meta = count_flops(meta_layer.eval(), x.to("meta"))
+    assert meta.forward == fused.forward
