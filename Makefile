@@ -28,7 +28,7 @@ test: install-dev
 	$(PY) -m pytest -n 2 --cov=netarchitect --cov-report=term --cov-fail-under=90
 
 bench: install-dev
-	$(PY) -m benchmarks.run_all
+	$(PY) -m benchmarks.run_all $(BENCH)
 
 lint: install-dev
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -52,6 +52,8 @@ def _inputs(args: argparse.Namespace, spec_inputs: InputSpecs | None) -> tuple[t
 def _run_checked(fn, target: str, inputs: tuple[torch.Tensor, ...]):  # type: ignore[no-untyped-def]
     try:
         return fn()
+    except ValueError as exc:  # the analysis tools reject unusable inputs with ValueError
+        raise SpecError(str(exc).strip().splitlines()[0], path="--input") from None
     except RuntimeError as exc:
         shapes = ", ".join("x".join(map(str, t.shape)) for t in inputs)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
