@@ -56,32 +56,29 @@ class _Activation(ParameterFree):
         return Example({}, (example_tensor(2, 4, 5),))
 
 
+class _InplaceActivation(_Activation):
+    """Mixin for torch activations with an ``inplace`` flag (and nothing else to configure)."""
+
+    def __init__(self, *, inplace: bool = False, device: Device = None, dtype: Dtype = None) -> None:
+        super().__init__(inplace=inplace)
+
+
 @register_block("relu")
-class ReLU(_Activation, nn.ReLU):
+class ReLU(_InplaceActivation, nn.ReLU):
     """``max(0, x)``.
 
     Shapes:
         input ``(*)`` -> output ``(*)``.
     """
 
-    def __init__(
-        self, *, inplace: bool = False, device: Device = None, dtype: Dtype = None
-    ) -> None:
-        super().__init__(inplace=inplace)
-
 
 @register_block("relu6")
-class ReLU6(_Activation, nn.ReLU6):
+class ReLU6(_InplaceActivation, nn.ReLU6):
     """``min(max(0, x), 6)`` (MobileNetV2).
 
     Shapes:
         input ``(*)`` -> output ``(*)``.
     """
-
-    def __init__(
-        self, *, inplace: bool = False, device: Device = None, dtype: Dtype = None
-    ) -> None:
-        super().__init__(inplace=inplace)
 
 
 @register_block("leaky_relu")
@@ -133,59 +130,39 @@ class GELUTanh(GELU):
 
 
 @register_block("silu")
-class SiLU(_Activation, nn.SiLU):
+class SiLU(_InplaceActivation, nn.SiLU):
     """SiLU / Swish (Ramachandran et al., 2017; Elfwing et al., 2018): ``x · σ(x)``.
 
     Shapes:
         input ``(*)`` -> output ``(*)``.
     """
 
-    def __init__(
-        self, *, inplace: bool = False, device: Device = None, dtype: Dtype = None
-    ) -> None:
-        super().__init__(inplace=inplace)
-
 
 @register_block("mish")
-class Mish(_Activation, nn.Mish):
+class Mish(_InplaceActivation, nn.Mish):
     """Mish (Misra, 2019): ``x · tanh(softplus(x))``.
 
     Shapes:
         input ``(*)`` -> output ``(*)``.
     """
 
-    def __init__(
-        self, *, inplace: bool = False, device: Device = None, dtype: Dtype = None
-    ) -> None:
-        super().__init__(inplace=inplace)
-
 
 @register_block("hardswish")
-class HardSwish(_Activation, nn.Hardswish):
+class HardSwish(_InplaceActivation, nn.Hardswish):
     """Hard swish (MobileNetV3): ``x · relu6(x + 3) / 6``.
 
     Shapes:
         input ``(*)`` -> output ``(*)``.
     """
 
-    def __init__(
-        self, *, inplace: bool = False, device: Device = None, dtype: Dtype = None
-    ) -> None:
-        super().__init__(inplace=inplace)
-
 
 @register_block("hardsigmoid")
-class HardSigmoid(_Activation, nn.Hardsigmoid):
+class HardSigmoid(_InplaceActivation, nn.Hardsigmoid):
     """Hard sigmoid (MobileNetV3): ``relu6(x + 3) / 6``.
 
     Shapes:
         input ``(*)`` -> output ``(*)``.
     """
-
-    def __init__(
-        self, *, inplace: bool = False, device: Device = None, dtype: Dtype = None
-    ) -> None:
-        super().__init__(inplace=inplace)
 
 
 @register_block("relu2")
