@@ -35,6 +35,9 @@ _LAZY = {
     "latency": "netarchitect.analysis",
     "summary": "netarchitect.analysis",
     "diagnose": "netarchitect.analysis",
+    "generate": "netarchitect.generation",
+    "from_hf": "netarchitect.interop",
+    "to_hf": "netarchitect.interop",
 }
 
 __all__ = [

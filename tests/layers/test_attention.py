@@ -280,3 +280,18 @@ def test_bad_inputs():
         mod(x, key_padding_mask=torch.zeros(B, T))
     with pytest.raises(ValueError, match="pass context="):
         MultiHeadAttention(DIM, H, context_dim=8)(x)
+
+
+def test_fused_and_separate_projections_agree(monkeypatch):
+    """Few tokens run q/k/v apart, many tokens as one fused matmul: same result."""
+    from netarchitect.layers import attention as attention_module
+
+    attn = attention_module.MultiHeadAttention(32, 4, num_kv_heads=2)
+    for tokens in (3, 40):
+        x = torch.randn(2, tokens, 32)
+        monkeypatch.setattr(attention_module, "FUSE_MIN_TOKENS", 0)
+        fused = attn._project_qkv(x)
+        monkeypatch.setattr(attention_module, "FUSE_MIN_TOKENS", 10**9)
+        separate = attn._project_qkv(x)
+        for a, b in zip(fused, separate, strict=True):
+            torch.testing.assert_close(a, b)

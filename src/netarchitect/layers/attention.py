@@ -18,6 +18,10 @@ __all__ = ["POSITIONAL_SCHEMES", "MultiHeadAttention"]
 POSITIONAL_SCHEMES = (None, "rope", "alibi", "relative")
 
 
+#: From this many tokens per call the q/k/v projections run as one fused matmul.
+FUSE_MIN_TOKENS = 64
+
+
 @register_block("multi_head_attention")
 class MultiHeadAttention(nn.Module):
     """Multi-head scaled dot-product attention (Vaswani et al. 2017) with modern options.
@@ -153,8 +157,15 @@ class MultiHeadAttention(nn.Module):
         return Example(kwargs, (torch.randn(2, 5, 16, generator=g),))
 
     def _project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Self-attention projections as one matmul over the concatenated weights."""
+        """Self-attention projections: one matmul over the concatenated weights for many tokens.
+
+        Below :data:`FUSE_MIN_TOKENS` tokens (e.g. the one-token steps of cached decoding)
+        concatenating the weights costs as much as the projections, so the three run apart.
+        """
         B, T, _ = x.shape
+        if B * T < FUSE_MIN_TOKENS:
+            q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
+            return (q, *self._project_kv(x))  # (B, H, T, D), (B, H_kv, T, D) x 2
         projs = (self.q_proj, self.k_proj, self.v_proj)
         weight = torch.cat([p.weight for p in projs])
         bias = None if self.q_proj.bias is None else torch.cat([p.bias for p in projs])

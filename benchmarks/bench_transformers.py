@@ -1,0 +1,120 @@
+"""GPT-2 training and generation speed: our DecoderLM vs Hugging Face transformers' GPT-2.
+
+Same process, alternating, float32, 2 threads (``python -m benchmarks.bench_transformers``);
+results go to ``benchmarks/results/transformers.json``. Both models are GPT-2 small
+(vocab 50257, context 1024, 12 layers, 768 wide, 12 heads, tied embeddings, dropout 0),
+holding the same weights (the peer is ``to_hf(ours)``, SDPA attention). Cases and target
+ratios (ours / peer):
+
+* ``train_step_gpt2_small``: forward + cross-entropy + backward + AdamW step, B=4, T=256
+  — ≤ 1.0;
+* ``greedy_generate_64``: greedy decoding of 64 new tokens with a KV cache from a
+  32-token prompt (B=1), ``generate(...)`` vs ``GPT2LMHeadModel.generate`` — ≤ 1.0.
+  Both produce the same tokens (checked).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from benchmarks.harness import RESULTS_DIR, compare
+from netarchitect.generation import generate
+from netarchitect.interop import to_hf
+from netarchitect.models.gpt import gpt
+
+NAME = "transformers"
+
+
+def train_step(
+    model: nn.Module, ids: Tensor, logits_of: Callable[[nn.Module, Tensor], Tensor]
+) -> Callable[[], None]:
+    """One forward + loss + backward + AdamW step on next-token prediction."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+
+    def step() -> None:
+        logits = logits_of(model, inputs)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def run(
+    *,
+    warmup: int = 1,
+    repeats: int = 3,
+    gen_repeats: int = 5,
+    threads: int = 2,
+    results_dir: str = RESULTS_DIR,
+) -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    ours = gpt()  # GPT-2 small, dropout 0
+    peer = to_hf(ours, attn_implementation="sdpa")
+    peer.generation_config.eos_token_id = None
+    peer.generation_config.pad_token_id = 0
+    common = {"threads": threads, "results_dir": results_dir, "label_peer": "transformers GPT-2"}
+    results: dict[str, Any] = {}
+
+    prompt = torch.randint(0, 50257, (1, 32), generator=torch.Generator().manual_seed(1))
+    ours.eval(), peer.eval()
+    with torch.no_grad():
+        mine = generate(ours, prompt, 64, temperature=0)
+        theirs = peer.generate(prompt, max_new_tokens=64, do_sample=False)
+    same = bool(torch.equal(mine, theirs))
+    results["greedy_generate_64"] = compare(
+        NAME,
+        lambda: generate(ours, prompt, 64, temperature=0),
+        lambda: peer.generate(prompt, max_new_tokens=64, do_sample=False),
+        case="greedy_generate_64",
+        target=1.0,
+        warmup=1,
+        repeats=gen_repeats,
+        extra={"B": 1, "prompt": 32, "new_tokens": 64, "kv_cache": True, "same_tokens": same},
+        **common,
+    )
+
+    ids = torch.randint(0, 50257, (4, 257), generator=torch.Generator().manual_seed(2))
+    ours.train(), peer.train()
+    results["train_step_gpt2_small"] = compare(
+        NAME,
+        train_step(ours, ids, lambda m, x: m(x)),
+        train_step(peer, ids, lambda m, x: m(x).logits),
+        case="train_step_gpt2_small",
+        target=1.0,
+        warmup=warmup,
+        repeats=repeats,
+        extra={"B": 4, "T": 256, "dtype": "float32", "optimizer": "AdamW", "attn": "sdpa"},
+        **common,
+    )
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--gen-repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--results-dir", default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+    return run(
+        warmup=args.warmup,
+        repeats=args.repeats,
+        gen_repeats=args.gen_repeats,
+        threads=args.threads,
+        results_dir=args.results_dir,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""LLaMA-style decoders (Touvron et al. 2023): RMSNorm, SwiGLU, rotary positions, GQA, no biases.
+
+:func:`llama` fixes LLaMA's choices on :class:`~netarchitect.models._lm_base.DecoderLM`;
+named sizes only set numbers: ``llama-tiny`` (llama2.c's 15M "stories" model, tied
+embeddings), ``llama-1b`` (LLaMA-3.2-1B-like, without its long-context RoPE rescaling),
+``llama-7b`` (LLaMA-2-7B) and ``llama3-8b`` (LLaMA-3-8B, without RoPE rescaling).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..layers.mlp import gated_hidden_dim
+from ..registry import Example, register_model
+from ._lm_base import DecoderLM
+
+__all__ = ["LLAMA_SIZES", "llama"]
+
+#: Published shapes; ``hidden_dim`` is the SwiGLU width.
+LLAMA_SIZES: dict[str, dict[str, Any]] = {
+    "llama-tiny": {
+        "vocab_size": 32000, "dim": 288, "depth": 6, "num_heads": 6, "hidden_dim": 768,
+        "max_positions": 256, "tie_embeddings": True,
+    },
+    "llama-1b": {
+        "vocab_size": 128256, "dim": 2048, "depth": 16, "num_heads": 32, "num_kv_heads": 8,
+        "hidden_dim": 8192, "max_positions": 131072, "rope_base": 500000.0,
+        "tie_embeddings": True,
+    },
+    "llama-7b": {
+        "vocab_size": 32000, "dim": 4096, "depth": 32, "num_heads": 32, "hidden_dim": 11008,
+        "max_positions": 4096,
+    },
+    "llama3-8b": {
+        "vocab_size": 128256, "dim": 4096, "depth": 32, "num_heads": 32, "num_kv_heads": 8,
+        "hidden_dim": 14336, "max_positions": 8192, "rope_base": 500000.0,
+    },
+}
+
+
+def llama(
+    *,
+    vocab_size: int = 32000,
+    dim: int = 4096,
+    depth: int = 32,
+    num_heads: int = 32,
+    num_kv_heads: int | None = None,
+    hidden_dim: int | None = None,
+    multiple_of: int = 256,
+    max_positions: int = 4096,
+    rope_base: float = 10000.0,
+    norm_eps: float = 1e-5,
+    tie_embeddings: bool = False,
+    **kwargs: Any,
+) -> DecoderLM:
+    """A LLaMA-style :class:`DecoderLM`: RoPE (``rotate_half`` layout), pre-norm RMSNorm,
+    SwiGLU feed-forward, grouped-query attention (``num_kv_heads``), no biases, untied head.
+
+    ``hidden_dim`` defaults to LLaMA's rule ``multiple_of · ceil(8·dim/3 / multiple_of)``
+    (11008 for dim 4096). ``kwargs`` override any other :class:`DecoderLM` argument.
+    """
+    if hidden_dim is None:
+        hidden_dim = gated_hidden_dim(dim, 4.0, multiple_of)
+    config: dict[str, Any] = {
+        "pos": "rope",
+        "norm_layer": "rmsnorm",
+        "mlp_layer": "swiglu",
+        "act_layer": None,
+        "bias": False,
+        "mlp_bias": False,
+        **kwargs,
+    }
+    return DecoderLM(
+        vocab_size,
+        dim,
+        depth=depth,
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        hidden_dim=hidden_dim,
+        max_positions=max_positions,
+        rope_base=rope_base,
+        norm_eps=norm_eps,
+        tie_embeddings=tie_embeddings,
+        **config,
+    )
+
+
+def _example() -> Example:
+    kwargs = {
+        "vocab_size": 64, "dim": 32, "depth": 2, "num_heads": 4, "num_kv_heads": 2,
+        "hidden_dim": 48, "max_positions": 16,
+    }
+    ids = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(0))
+    return Example(kwargs, (ids,))
+
+
+def _register(name: str, size: dict[str, Any]) -> None:
+    def build(**overrides: Any) -> DecoderLM:
+        return llama(**{**size, **overrides})
+
+    build.__name__ = name.replace("-", "_")
+    build.__doc__ = f"LLaMA-style ``{name}``: {size} (see :func:`llama`)."
+    register_model(name, example=_example)(build)
+
+
+for _name, _size in LLAMA_SIZES.items():
+    _register(_name, _size)
