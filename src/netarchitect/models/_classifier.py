@@ -1,0 +1,256 @@
+"""The classification-model contract, implemented once for every spec-built classifier.
+
+A :class:`ClassifierNetwork` is a :class:`~netarchitect.network.Network` (so it keeps
+``.spec``, rebuilds with ``build(model.spec)`` and returns any node's output with
+``return_nodes``) plus three *roles* naming nodes of its spec:
+
+- ``features``: the node :meth:`~ClassifierNetwork.forward_features` returns (the last
+  feature map or token sequence, before pooling);
+- ``stages``: the nodes :attr:`~ClassifierNetwork.feature_info` reports (stage outputs);
+- ``reductions``: the stride of token-valued stages, which shapes alone cannot tell.
+
+The spec's single output is the classifier (``head``); its input is the pre-logits
+vector. Everything between ``features`` and ``head`` is the head.
+``ClassifierNetwork(model.spec, **model.roles)`` rebuilds the full contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from ..errors import SpecError
+from ..init import materialize
+from ..network import Network, NodeInfo, merge_tensors
+from ..registry import get_block, suggest
+from ..spec import NetworkSpec
+
+__all__ = ["ClassifierNetwork"]
+
+
+def _channels(shape: tuple[int, ...]) -> int:
+    """Channels of a per-sample shape: ``C`` of ``(C, H, W)`` or ``(C,)``, ``D`` of ``(N, D)``."""
+    return shape[-1] if len(shape) == 2 else shape[0]
+
+
+class ClassifierNetwork(Network):
+    """A spec-built image (or vector) classifier with the timm-style model contract.
+
+    ``forward(x)`` is ``forward_head(forward_features(x))``; ``forward_head(f,
+    pre_logits=True)`` stops at the classifier's input. ``set_grad_checkpointing()``
+    recomputes each parameterised body node in the backward pass while training.
+
+    Shapes:
+        x: ``(B, *spec.inputs[0].shape)`` -> logits ``(B, num_classes)``.
+    """
+
+    def __init__(
+        self,
+        spec: NetworkSpec | Mapping[str, Any] | str | Path,
+        *,
+        features: str,
+        stages: Sequence[str] = (),
+        reductions: Mapping[str, int] | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        seed: int | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
+        super().__init__(spec, device=device, dtype=dtype, seed=seed, max_bytes=max_bytes)
+        self._roles = {
+            "features": features,
+            "stages": tuple(stages),
+            "reductions": dict(reductions or {}),
+        }
+        self.grad_checkpointing = False
+        self._check_roles()
+        body = set(self._needed((features,)))
+        self._head_nodes = [n for n in self._needed((self.head_node,)) if n not in body]
+        self._checkpointed = {
+            n for n in body if any(True for _ in self.nodes[n].parameters(recurse=True))
+        }
+
+    # ------------------------------------------------------------------ roles
+
+    def _check_roles(self) -> None:
+        spec, roles = self.spec, self._roles
+        ids = [n.id for n in spec.nodes]
+        if len(spec.outputs) != 1 or spec.outputs[0] not in ids:
+            raise SpecError(f"a classifier spec has one output node (the head), got {spec.outputs}")
+        for name in (roles["features"], *roles["stages"], *roles["reductions"]):
+            if name not in ids:
+                raise SpecError(f"unknown node {name!r}{suggest(name, ids)}", path="roles")
+        body = set(self._needed((roles["features"],))) | set(self._input_names)
+        outside = [s for s in roles["stages"] if s not in body]
+        if outside:
+            raise SpecError(f"stage node(s) {outside} do not feed the features node", path="roles")
+        for node_id in self._needed((self.head_node,)):
+            node = spec.node(node_id)
+            if node_id not in body and any(s in body and s != roles["features"] for s in node.inputs):
+                raise SpecError(
+                    f"head node {node_id!r} reads {list(node.inputs)}: the head may only read "
+                    f"the features node {roles['features']!r}",
+                    path="roles",
+                )
+
+    @property
+    def roles(self) -> dict[str, Any]:
+        """``features``, ``stages`` and ``reductions``: ``ClassifierNetwork(spec, **roles)``."""
+        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._roles.items()}
+
+    @property
+    def features_node(self) -> str:
+        return self._roles["features"]
+
+    @property
+    def head_node(self) -> str:
+        """The classifier node (the spec's output)."""
+        return self.spec.outputs[0]
+
+    @property
+    def pre_logits_node(self) -> str:
+        """The node feeding the classifier."""
+        return self.spec.node(self.head_node).inputs[0]
+
+    @property
+    def num_features(self) -> int:
+        """Channels of :meth:`forward_features`' output."""
+        return _channels(self._infos[self.features_node].shape)
+
+    @property
+    def num_classes(self) -> int:
+        """Outputs of the classifier (0 once it was reset to the identity)."""
+        return 0 if self.spec.node(self.head_node).block == "identity" else self._infos[
+            self.head_node
+        ].shape[-1]
+
+    @property
+    def feature_info(self) -> list[dict[str, Any]]:
+        """Per stage: ``node`` id, ``module`` path, channels ``num_chs`` and ``reduction``
+        (input size / stage size, from the shapes inferred at build)."""
+        in_shape = self.spec.inputs[0].shape
+        out = []
+        for node_id in self._roles["stages"]:
+            shape = self._infos[node_id].shape
+            if node_id in self._roles["reductions"]:
+                reduction = int(self._roles["reductions"][node_id])
+            elif len(shape) == 3 and len(in_shape) == 3:
+                reduction = in_shape[1] // shape[1]
+            else:
+                reduction = 1
+            out.append(
+                {
+                    "node": node_id,
+                    "module": f"nodes.{node_id}",
+                    "num_chs": _channels(shape),
+                    "reduction": reduction,
+                }
+            )
+        return out
+
+    def get_classifier(self) -> nn.Module:
+        return self.nodes[self.head_node]
+
+    # ------------------------------------------------------------------ execution
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each parameterised body node during backward (training only)."""
+        self.grad_checkpointing = bool(enable)
+
+    def _execute(self, values: dict[str, Tensor], node_ids: Sequence[str]) -> dict[str, Tensor]:
+        ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
+        for node_id in node_ids:
+            node = self._node_specs[node_id]
+            x = merge_tensors([values[s] for s in node.inputs], node.merge, node.merge_dim)
+            module = self.nodes[node_id]
+            if ckpt and node_id in self._checkpointed:
+                values[node_id] = checkpoint(module, x, use_reentrant=False)
+            else:
+                values[node_id] = module(x)
+        return values
+
+    def forward(self, *args: Tensor, return_nodes: Sequence[str] | None = None, **kwargs: Tensor) -> Any:
+        values = self._bind(args, kwargs)
+        wanted = list(return_nodes) if return_nodes is not None else [self.head_node]
+        known = set(self._order) | set(self._input_names)
+        for name in wanted:
+            if name not in known:
+                raise SpecError(f"unknown node {name!r}{suggest(name, known)}", path="return_nodes")
+        self._execute(values, self._needed(tuple(wanted)))
+        if return_nodes is not None:
+            return {name: values[name] for name in wanted}
+        return values[self.head_node]
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The ``features`` node's output: the unpooled final feature map or tokens."""
+        values = self._execute({self._input_names[0]: x}, self._needed((self.features_node,)))
+        return values[self.features_node]
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Pooling, norm, dropout and classifier on features ``x``; ``pre_logits`` stops
+        before the classifier."""
+        target = self.pre_logits_node if pre_logits else self.head_node
+        if target == self.features_node:
+            return x
+        wanted = set(self._needed((target,)))
+        values = self._execute(
+            {self.features_node: x}, [n for n in self._head_nodes if n in wanted]
+        )
+        return values[target]
+
+    def forward_intermediates(
+        self, x: Tensor, indices: int | Sequence[int] | None = None, *, intermediates_only: bool = False
+    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """Stage outputs (``feature_info`` order): all, the last ``indices`` (an int) or those
+        at ``indices``; with the final features unless ``intermediates_only``."""
+        stages = list(self._roles["stages"])
+        if indices is None:
+            picked = stages
+        elif isinstance(indices, int):
+            picked = stages[len(stages) - indices :] if indices > 0 else []
+        else:
+            picked = [stages[i] for i in indices]
+        wanted = (*picked, self.features_node)
+        values = self._execute({self._input_names[0]: x}, self._needed(wanted))
+        inter = [values[s] for s in picked]
+        return inter if intermediates_only else (values[self.features_node], inter)
+
+    # ------------------------------------------------------------------ surgery
+
+    def reset_classifier(self, num_classes: int, *, seed: int | None = None) -> None:
+        """Replace the classifier by a fresh ``num_classes``-way linear layer (``0``: the
+        identity, so the model returns pre-logits) and update :attr:`spec` to match.
+
+        With ``seed`` the new weights equal those ``build(model.spec, seed=seed)`` gives.
+        """
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise SpecError(f"num_classes={num_classes!r} must be an integer >= 0")
+        head = self.head_node
+        old = self.spec.node(head)
+        params: dict[str, Any] = {}
+        block = "identity"
+        if num_classes:
+            block = "linear"
+            params = dict(old.params) if old.block == "linear" else {}
+            params["out_features"] = num_classes
+        in_features = self._infos[self.pre_logits_node].shape[-1]
+        resolved = {**params, "in_features": in_features} if num_classes else {}
+        ref = next(self.parameters(), None)
+        device = ref.device if ref is not None else torch.device("cpu")
+        dtype = ref.dtype if ref is not None else None
+        module = get_block(block)(**resolved, device="meta", dtype=dtype)
+        if device.type != "meta":
+            holder = nn.Module()
+            holder.nodes = nn.ModuleDict({head: module})
+            materialize(holder, device, seed=seed, policy=self.spec.init or None)
+        self.nodes[head] = module
+        self._spec = self.spec.replace_node(head, block=block, params=params)
+        self._node_specs = {n.id: n for n in self._spec.nodes}
+        shape = (num_classes,) if num_classes else self._infos[self.pre_logits_node].shape
+        n_params = sum(p.numel() for p in module.parameters())
+        self._infos[head] = NodeInfo(head, block, resolved, shape, n_params)
