@@ -22,7 +22,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 demo: install
-	$(PY) -m netarchitect.demo
+	$(VENV)/bin/netarchitect design
 
 test: install-dev
 	$(PY) -m pytest -n 2 --cov=netarchitect --cov-report=term --cov-fail-under=90

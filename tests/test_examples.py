@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import netarchitect as na
-from netarchitect.demo import main as demo_main
 from netarchitect.testing import check_module
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,13 +34,6 @@ def test_example_spec_builds_and_conforms(path: Path):
 def test_dense_block_concatenates_growth():
     shapes = na.infer_shapes(REPO / "examples/specs/dense_block.yaml")
     assert [shapes[k][0] for k in ("stem", "cat1", "cat2", "cat3")] == [16, 24, 32, 40]
-
-
-def test_demo_prints_every_example(capsys):
-    assert demo_main() == 0
-    out = capsys.readouterr().out
-    for path in SPECS:
-        assert path.name in out
 
 
 def test_readme_python_quickstart_runs(monkeypatch):

@@ -128,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     from .cli_analysis import register as analysis_commands
+    from .search.commands import register as search_commands
 
-    return [analysis_commands]
+    return [analysis_commands, search_commands]
 
 
 _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []

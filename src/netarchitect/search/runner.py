@@ -1,0 +1,169 @@
+"""The study loop: start worker processes (or run in-process) and show live progress.
+
+``workers >= 1`` starts that many ``python -m netarchitect.search.worker``
+processes (each logs to ``RUN_DIR/logs/worker-I.log``) and polls the storage
+once a second for the progress line: trial k of n, the best validation
+accuracy, the Pareto front size, rejected candidates and the ETA.
+``workers == 0`` runs the worker in this process (library use and tests).
+Ctrl-C stops the workers; re-running the same command continues the study.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..errors import BudgetError, NetArchitectError
+from .config import RUN_FILE, RunConfig
+from .objectives import Objective, pareto_front
+from .pruning import fully_trained
+from .worker import BUDGET_EXIT, DONE, load_worker_study, run_worker
+
+__all__ = ["SearchStatus", "run_search", "status_of"]
+
+
+@dataclass(frozen=True)
+class SearchStatus:
+    """A snapshot of a study: trained trials, running, rejected, best accuracy, Pareto size."""
+
+    done: int
+    running: int
+    rejected: int
+    best_acc: float | None
+    pareto: int
+
+    def describe(self) -> str:
+        best = f"{100 * self.best_acc:.2f}%" if self.best_acc is not None else "–"
+        return (
+            f"best {best} · Pareto {self.pareto} · running {self.running} · "
+            f"rejected {self.rejected}"
+        )
+
+
+def status_of(trials: Sequence[FrozenTrial], objectives: Sequence[Objective]) -> SearchStatus:
+    """Summarise ``trials`` for the progress display."""
+    complete = [t for t in trials if fully_trained(t)]
+    acc = next(i for i, o in enumerate(objectives) if o.name == "accuracy")
+    front = pareto_front([t.values for t in complete], [o.direction for o in objectives])
+    return SearchStatus(
+        done=sum(t.state in DONE for t in trials),
+        running=sum(t.state == TrialState.RUNNING for t in trials),
+        rejected=sum(t.state == TrialState.FAIL and "rejected" in t.user_attrs for t in trials),
+        best_acc=max((t.values[acc] for t in complete), default=None),
+        pareto=len(front),
+    )
+
+
+class _Display:
+    """A rich progress bar over trained trials, with the study status and an ETA."""
+
+    def __init__(self, console: Console, config: RunConfig, start_done: int) -> None:
+        self.config, self.start_done, self.t0 = config, start_done, time.monotonic()
+        self.objectives = config.parsed_objectives()
+        self.progress = Progress(
+            TextColumn("[bold]trial"),
+            MofNCompleteColumn(),
+            BarColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA {task.fields[eta]}"),
+            console=console,
+            transient=False,
+        )
+        self.task = self.progress.add_task(
+            "starting", total=config.trials, completed=start_done, eta="–"
+        )
+
+    def update(self, trials: Sequence[FrozenTrial]) -> SearchStatus:
+        status = status_of(trials, self.objectives)
+        new = status.done - self.start_done
+        eta = "–"
+        if new > 0:
+            left = max(0, self.config.trials - status.done)
+            eta = f"{left * (time.monotonic() - self.t0) / new:.0f}s"
+        self.progress.update(
+            self.task,
+            completed=min(status.done, self.config.trials),
+            description=status.describe(),
+            eta=eta,
+        )
+        return status
+
+
+def _spawn(config: RunConfig, workers: int) -> list[tuple[subprocess.Popen, Path]]:
+    logs = Path(config.run_dir) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(workers):
+        log = logs / f"worker-{i}.log"
+        with log.open("ab") as fh:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "netarchitect.search.worker",
+                    str(Path(config.run_dir) / RUN_FILE),
+                    "--index",
+                    str(i),
+                ],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
+        out.append((proc, log))
+    return out
+
+
+def _worker_error(log: Path, code: int) -> NetArchitectError:
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    if errors:
+        message = errors[-1][len("error: ") :]
+        return BudgetError(message) if code == BUDGET_EXIT else NetArchitectError(message)
+    tail = lines[-1] if lines else "no output"
+    return NetArchitectError(f"search worker exited with status {code} ({tail}); see {log}")
+
+
+def run_search(
+    config: RunConfig, *, workers: int = 1, console: Console | None = None
+) -> optuna.Study:
+    """Run the study of ``config`` (saved in its run directory) to ``config.trials`` trials."""
+    console = console or Console()
+    study = load_worker_study(config)
+    display = _Display(
+        console, config, sum(t.state in DONE for t in study.get_trials(deepcopy=False))
+    )
+    with display.progress:
+        if workers == 0:
+            run_worker(
+                config, callbacks=[lambda s, _t: display.update(s.get_trials(deepcopy=False))]
+            )
+        else:
+            _supervise(config, study, workers, display)
+        display.update(study.get_trials(deepcopy=False))
+    return study
+
+
+def _supervise(config: RunConfig, study: optuna.Study, workers: int, display: _Display) -> None:
+    procs = _spawn(config, workers)
+    try:
+        while any(p.poll() is None for p, _ in procs):
+            display.update(study.get_trials(deepcopy=False))
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        for p, _ in procs:
+            p.terminate()
+        for p, _ in procs:
+            p.wait(timeout=30)
+        raise
+    failed = [(p.returncode, log) for p, log in procs if p.returncode != 0]
+    if failed:
+        raise _worker_error(failed[0][1], failed[0][0])

@@ -1,0 +1,199 @@
+"""Classification tasks for the search: an open registry plus ``.npz`` files.
+
+Built in: ``digits`` (scikit-learn's bundled 8×8 digits, 10 classes) and
+``moons`` (``make_moons``, 2 classes). Every task is split into stratified
+train / validation / test parts with a fixed seed, so the test part is the same
+in every run; features are standardised with training statistics only. The
+test part is never used during a search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import NetArchitectError
+from ..registry import suggest
+
+__all__ = [
+    "DataError",
+    "Task",
+    "get_task",
+    "list_tasks",
+    "load_npz_task",
+    "register_task",
+    "task_from_arrays",
+]
+
+SPLIT_SEED = 0
+_TASKS: dict[str, Callable[[], Task]] = {}
+
+
+class DataError(NetArchitectError, ValueError):
+    """A data set cannot be used (missing arrays, NaNs, a single class, ...)."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """A classification data set split three ways; tensors are float32 features and int64 labels."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    default_space: str = "mlp_space.yaml"
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Per-sample shape (no batch dimension)."""
+        return tuple(self.x_train.shape[1:])
+
+    def describe(self) -> str:
+        shape = "×".join(map(str, self.input_shape))
+        return (
+            f"{self.name}: {self.num_classes} classes, inputs {shape}, "
+            f"{len(self.y_train)} train / {len(self.y_val)} val / {len(self.y_test)} test"
+        )
+
+
+def register_task(name: str) -> Callable[[Callable[[], Task]], Callable[[], Task]]:
+    """Register a zero-argument function returning a :class:`Task` under ``name``."""
+
+    def decorate(fn: Callable[[], Task]) -> Callable[[], Task]:
+        _TASKS[name] = fn
+        return fn
+
+    return decorate
+
+
+def list_tasks() -> list[str]:
+    """Names of the registered tasks."""
+    return sorted(_TASKS)
+
+
+def get_task(name: str) -> Task:
+    """The registered task ``name`` (a :class:`DataError` with suggestions if unknown)."""
+    if name not in _TASKS:
+        raise DataError(
+            f"unknown task {name!r}{suggest(name, list(_TASKS))}; "
+            f"built in: {', '.join(list_tasks())}"
+        )
+    return _TASKS[name]()
+
+
+def _check(x: np.ndarray, y: np.ndarray, where: str) -> np.ndarray:
+    """Validate features and labels; returns labels remapped to ``0..K-1``."""
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise DataError(f"{where}: X must have shape (N, features...) with N > 0, got {x.shape}")
+    if y.ndim != 1:
+        raise DataError(f"{where}: y must be one label per sample (shape (N,)), got {y.shape}")
+    if len(x) != len(y):
+        raise DataError(f"{where}: X has {len(x)} samples but y has {len(y)}")
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise DataError(f"{where}: X must be real numbers, got dtype {x.dtype}")
+    bad = ~np.isfinite(x.astype(np.float64))
+    if bad.any():
+        first = int(np.argwhere(bad)[0][0])
+        raise DataError(
+            f"{where}: X contains {int(bad.sum())} NaN or infinite value(s) "
+            f"(first in sample {first})"
+        )
+    if np.issubdtype(y.dtype, np.floating) and not (
+        np.all(np.isfinite(y)) and np.all(y == np.round(y))
+    ):
+        raise DataError(f"{where}: y must hold integer class labels")
+    classes, labels, counts = np.unique(y, return_inverse=True, return_counts=True)
+    if len(classes) < 2:
+        raise DataError(
+            f"{where}: y has a single class ({classes[0].item()!r}); "
+            "classification needs at least two"
+        )
+    if counts.min() < 3:
+        rare = classes[counts.argmin()].item()
+        raise DataError(
+            f"{where}: class {rare!r} has {counts.min()} sample(s); "
+            "each class needs at least 3 (train/val/test)"
+        )
+    return labels.astype(np.int64)
+
+
+def task_from_arrays(
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    val: float = 0.2,
+    test: float = 0.2,
+    default_space: str | None = None,
+) -> Task:
+    """Split arrays into a :class:`Task` (stratified, seed :data:`SPLIT_SEED`, standardised)."""
+    from sklearn.model_selection import train_test_split
+
+    labels = _check(np.asarray(x), np.asarray(y), name)
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 3:  # (N, H, W) images get a channel dimension
+        x = x[:, None]
+    idx = np.arange(len(x))
+    rest, test_idx = train_test_split(idx, test_size=test, stratify=labels, random_state=SPLIT_SEED)
+    train_idx, val_idx = train_test_split(
+        rest, test_size=val / (1 - test), stratify=labels[rest], random_state=SPLIT_SEED
+    )
+    mean, std = float(x[train_idx].mean()), float(x[train_idx].std()) or 1.0
+    if x.ndim == 2:  # per-feature statistics for vectors
+        mean, std = x[train_idx].mean(0), x[train_idx].std(0)
+        std = np.where(std > 0, std, 1.0)
+    x = (x - mean) / std
+
+    def part(i: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(np.ascontiguousarray(x[i], dtype=np.float32)), torch.from_numpy(
+            labels[i]
+        )
+
+    space = default_space or ("default_space.yaml" if x.ndim == 4 else "mlp_space.yaml")
+    return Task(
+        name, *part(train_idx), *part(val_idx), *part(test_idx), int(labels.max()) + 1, space
+    )
+
+
+def load_npz_task(path: str | Path) -> Task:
+    """A task from a ``.npz`` file holding arrays ``X`` (N, ...) and ``y`` (N,)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file {str(path)!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+    missing = [k for k in ("X", "y") if k not in arrays]
+    if missing:
+        raise DataError(
+            f"{path}: missing array(s) {missing}; the file has {sorted(arrays) or 'no arrays'}"
+        )
+    return task_from_arrays(path.stem, arrays["X"], arrays["y"])
+
+
+@register_task("digits")
+def digits() -> Task:
+    """scikit-learn's bundled 8×8 handwritten digits (1,797 images, 10 classes) as (1, 8, 8)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return task_from_arrays("digits", d.images / 16.0, d.target, default_space="default_space.yaml")
+
+
+@register_task("moons")
+def moons() -> Task:
+    """Two interleaving half circles (1,000 points with noise 0.2), 2 classes."""
+    from sklearn.datasets import make_moons
+
+    x, y = make_moons(n_samples=1000, noise=0.2, random_state=SPLIT_SEED)
+    return task_from_arrays("moons", x, y, default_space="mlp_space.yaml")

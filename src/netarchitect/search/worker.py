@@ -1,0 +1,238 @@
+"""One search worker: joins a study and runs trials until the study has enough of them.
+
+A trial samples a candidate (spec + training hyper-parameters), checks the
+cheap constraints (rejected candidates are recorded as FAIL with the violated
+constraint and never trained), optionally filters by a zero-cost proxy, then
+trains with early stopping and reports the objectives. Run as a process with
+``python -m netarchitect.search.worker RUN_DIR [--index I]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from ..errors import BudgetError, NetArchitectError, SpecError
+from ..network import build
+from ..spec import spec_hash
+from ..weights import save_weights
+from .config import RunConfig
+from .constraints import Budget, Rejected, check
+from .objectives import Objective, make_sampler, resolve_sampler
+from .proxies import ProxyFilter, score
+from .pruning import make_pruner, make_stopper
+from .space import SearchSpace
+from .tasks import Task
+from .trainer import TrainConfig, TrainResult, train
+
+__all__ = ["CandidateObjective", "finished", "main", "run_worker", "trial_seed", "weights_path"]
+
+Trainer = Callable[..., TrainResult]
+DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+BUDGET_EXIT = 3  # a worker's exit status for an empty feasible region
+
+
+def trial_seed(seed: int, params: dict[str, Any]) -> int:
+    """A training seed fixed by the study seed and the trial's parameters (same for a retry)."""
+    text = json.dumps(params, sort_keys=True, default=str)
+    return (zlib.crc32(text.encode()) + 7919 * seed) % (2**31 - 1)
+
+
+def finished(study: optuna.Study) -> int:
+    """Trials that trained (completed or stopped early)."""
+    return len(study.get_trials(deepcopy=False, states=DONE))
+
+
+def weights_path(run_dir: str | Path, number: int) -> Path:
+    """Where a worker caches the trained weights of trial ``number``."""
+    return Path(run_dir) / "trials" / f"trial_{number:05d}.safetensors"
+
+
+class CandidateObjective:
+    """The Optuna objective: sample, check constraints, (proxy-filter,) train, report."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        task: Task,
+        space: SearchSpace,
+        objectives: Sequence[Objective],
+        budget: Budget,
+        *,
+        trainer: Trainer = train,
+    ) -> None:
+        self.config, self.task, self.space = config, task, space
+        self.objectives, self.budget, self.trainer = list(objectives), budget, trainer
+        self.need_latency = any(o.name == "latency" for o in objectives)
+        self.filter = ProxyFilter(config.proxy_keep) if config.proxy else None
+        self.flat = resolve_sampler(config.sampler, len(self.objectives)) == "nsga2"
+
+    def _reject(self, trial: optuna.Trial, reason: str, detail: str) -> None:
+        trial.set_user_attr("rejected", reason)
+        trial.set_user_attr("violation", detail)
+        raise Rejected(reason, detail)
+
+    def _proxy(self, trial: optuna.Trial, model: torch.nn.Module) -> None:
+        assert self.filter is not None and self.config.proxy is not None
+        gen = torch.Generator().manual_seed(self.config.seed)
+        idx = torch.randperm(len(self.task.x_train), generator=gen)[:64]
+        value = score(self.config.proxy, model, self.task.x_train[idx])
+        previous = [
+            t.user_attrs["proxy_score"]
+            for t in trial.study.get_trials(deepcopy=False)
+            if "proxy_score" in t.user_attrs and t.number != trial.number
+        ]
+        trial.set_user_attr("proxy_score", value)
+        if not self.filter.accept(value, previous):
+            self._reject(
+                trial, "proxy", f"{self.config.proxy} score {value:.4g} below the kept fraction"
+            )
+
+    def __call__(self, trial: optuna.Trial) -> list[float]:
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        if self.flat:  # NSGA-II evolves only parameters that every trial has
+            self.space.suggest_all(trial)
+        try:
+            spec = self.space.sample(trial)
+            values = self.space.sample_train(trial)
+            measurement, violation = check(self.budget, spec, need_latency=self.need_latency)
+        except SpecError as exc:  # choices that do not fit together (e.g. shapes)
+            self._reject(trial, "invalid", str(exc).splitlines()[0])
+        cfg = TrainConfig.from_dict(values, seed=trial_seed(self.config.seed, trial.params))
+        trial.set_user_attr("spec", spec.to_dict())
+        trial.set_user_attr("spec_hash", spec_hash(spec))
+        trial.set_user_attr("train", cfg.to_dict())
+        for key, value in measurement.to_dict().items():
+            trial.set_user_attr(key, value)
+        if violation is not None:
+            self._reject(trial, violation.name, str(violation))
+        model = build(spec, seed=cfg.seed)
+        if self.filter is not None:
+            self._proxy(trial, model)
+        costs = {
+            "params": measurement.params,
+            "macs": measurement.macs,
+            "latency": measurement.latency_ms,
+        }
+        stopper = make_stopper(trial, self.objectives, costs, self.config.prune, cfg.epochs)
+        result = self.trainer(model, self.task, cfg, on_epoch=stopper)
+        for key in ("val_acc", "val_loss", "best_epoch", "epochs_run", "curve", "stopped"):
+            trial.set_user_attr(key, getattr(result, key))
+        trial.set_user_attr("train_seconds", result.seconds)
+        values = [
+            result.val_acc if o.name == "accuracy" else costs[o.name] for o in self.objectives
+        ]
+        if result.stopped == "pruned":
+            if len(self.objectives) == 1:
+                raise optuna.TrialPruned()
+            return values  # dominated; COMPLETE so that NSGA-II counts it (see pruning.py)
+        save_weights(model, weights_path(self.config.run_dir, trial.number))
+        return values
+
+
+class StopWhenDone:
+    """Optuna callback: stop once the study has ``target`` trained trials; a long run of
+    consecutive rejections (an empty feasible region) is a :class:`BudgetError`."""
+
+    def __init__(self, target: int, max_rejections: int) -> None:
+        self.target, self.max_rejections, self.rejections = target, max_rejections, 0
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state == TrialState.FAIL and "rejected" in trial.user_attrs:
+            self.rejections += 1
+            if self.rejections >= self.max_rejections:
+                raise BudgetError(
+                    f"{self.rejections} candidates in a row were rejected without training "
+                    f"(last: {trial.user_attrs.get('violation')}); relax the budget"
+                )
+        else:
+            self.rejections = 0
+        if finished(study) >= self.target:
+            study.stop()
+
+
+def load_worker_study(config: RunConfig, *, index: int = 0) -> optuna.Study:
+    """Load the run's study with this worker's sampler (seed + index) and pruner."""
+    from .storage import open_storage
+
+    objectives = config.parsed_objectives()
+    storage = open_storage(
+        config.storage,
+        heartbeat_interval=config.heartbeat_interval,
+        grace_period=config.grace_period,
+    )
+    sampler = make_sampler(
+        config.sampler, len(objectives), seed=config.seed + index, trials=config.trials
+    )
+    return optuna.load_study(
+        study_name=config.study,
+        storage=storage,
+        sampler=sampler,
+        pruner=make_pruner(config.prune and len(objectives) == 1),
+    )
+
+
+def run_worker(
+    config: RunConfig,
+    *,
+    index: int = 0,
+    trainer: Trainer = train,
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+) -> int:
+    """Run trials of ``config``'s study until it has ``config.trials`` trained trials (or the
+    timeout passes); returns the number of trained trials in the study."""
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    task = config.load_task()
+    objective = CandidateObjective(
+        config,
+        task,
+        config.load_space(task),
+        config.parsed_objectives(),
+        config.parsed_budget(),
+        trainer=trainer,
+    )
+    study = load_worker_study(config, index=index)
+    if finished(study) < config.trials:
+        study.optimize(
+            objective,
+            timeout=config.timeout,
+            catch=(Rejected,),
+            gc_after_trial=False,
+            callbacks=[StopWhenDone(config.trials, config.max_rejections), *callbacks],
+        )
+    return finished(study)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Process entry point: ``python -m netarchitect.search.worker RUN_DIR [--index I]``."""
+    parser = argparse.ArgumentParser(prog="netarchitect-search-worker")
+    parser.add_argument("run_dir")
+    parser.add_argument("--index", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        run_worker(RunConfig.load(args.run_dir), index=args.index)
+    except BudgetError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return BUDGET_EXIT
+    except NetArchitectError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:  # pragma: no cover - interactive
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Storage: the embedded SQLite file (WAL, busy timeout), URLs, create-or-load with checks."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import optuna
+import pytest
+
+from netarchitect.search.storage import (
+    StorageError,
+    create_or_load_study,
+    default_url,
+    open_storage,
+    safe_url,
+)
+
+
+def test_embedded_storage_is_a_wal_sqlite_file_in_the_run_directory(tmp_path):
+    url = default_url(tmp_path / "run")
+    assert url == f"sqlite:///{(tmp_path / 'run' / 'study.db').resolve()}"
+    storage = open_storage(url, heartbeat_interval=1, grace_period=3)
+    assert storage.get_heartbeat_interval() == 1
+    con = sqlite3.connect(tmp_path / "run" / "study.db")
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    con.close()
+    open_storage("sqlite:///:memory:")  # nothing to prepare
+
+
+def test_bad_urls_are_one_line_storage_errors():
+    with pytest.raises(StorageError, match="not a database URL"):
+        open_storage("not a url")
+    with pytest.raises(StorageError) as info:
+        open_storage("postgresql+psycopg://user:secret@127.0.0.1:1/db")
+    message = str(info.value)
+    assert message.startswith("cannot open storage postgresql+psycopg://user:***@127.0.0.1:1/db")
+    assert "secret" not in message and "\n" not in message
+    with pytest.raises(StorageError, match="cannot open storage"):
+        open_storage("nosuchdialect://host/db")
+
+
+def test_safe_url_hides_passwords():
+    assert safe_url("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
+    assert safe_url("::") == "::"
+
+
+def test_create_or_load_checks_directions_and_identity(tmp_path):
+    storage = open_storage(default_url(tmp_path), heartbeat_interval=None)
+    study = create_or_load_study(
+        storage, "s", ["maximize", "minimize"], attrs={"space_hash": "abc"}
+    )
+    study.tell(study.ask(), [0.5, 10.0])
+    again = create_or_load_study(
+        storage, "s", ["maximize", "minimize"], attrs={"space_hash": "abc"}
+    )
+    assert len(again.trials) == 1 and again.user_attrs["space_hash"] == "abc"
+    with pytest.raises(StorageError, match="directions"):
+        create_or_load_study(storage, "s", ["maximize"])
+    with pytest.raises(StorageError, match="different space hash"):
+        create_or_load_study(storage, "s", ["maximize", "minimize"], attrs={"space_hash": "xyz"})
+
+
+def test_concurrent_creation_gives_one_study(tmp_path):
+    url = default_url(tmp_path)
+    studies, errors = [], []
+
+    def create() -> None:
+        try:
+            studies.append(create_or_load_study(open_storage(url), "race", ["maximize"]))
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(studies) == 4
+    assert len(optuna.get_all_study_names(open_storage(url))) == 1
+
+
+def test_create_or_load_gives_up_after_repeated_failures(monkeypatch):
+    import sqlalchemy.exc
+
+    def always_fails(**_kwargs):
+        raise sqlalchemy.exc.OperationalError("stmt", {}, Exception("database is down"))
+
+    monkeypatch.setattr(optuna, "create_study", always_fails)
+    with pytest.raises(StorageError, match="cannot create or load study 'x'"):
+        create_or_load_study("sqlite:///:memory:", "x", ["maximize"], attempts=2)
+
+
+def test_a_missing_database_driver_is_a_storage_error():
+    with pytest.raises(
+        StorageError, match="cannot open storage mysql://u@h/db: Failed to import DB access module"
+    ):
+        open_storage("mysql://u@h/db")
