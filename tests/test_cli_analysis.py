@@ -62,3 +62,10 @@ def test_bad_invocations_exit_2(argv, fragment, capsys, tiny_model_name):
     code, _, err = run(argv, capsys)
     assert code == 2
     assert fragment in err and "Traceback" not in err
+
+
+def test_inspect_registered_family_on_meta(capsys):
+    code, out, _ = run(["inspect", "resnet18", "--input", "1x3x224x224", "--meta", "--json"], capsys)
+    payload = json.loads(out)
+    assert code == 0 and payload["params"]["total"] == 11_689_512
+    assert abs(payload["flops"]["macs"] / 1.814e9 - 1) < 0.005

@@ -28,6 +28,11 @@ def resolve_target(target: str, *, meta: bool, seed: int = 0) -> tuple[nn.Module
     from .registry import create_model
 
     if meta:
+        try:
+            return create_model(target, device="meta"), None
+        except TypeError as exc:  # a builder without device=: build under a meta default device
+            if "device" not in str(exc):
+                raise
         with torch.device("meta"):
             return create_model(target), None
     torch.manual_seed(seed)

@@ -225,7 +225,7 @@ def reset_all(module: nn.Module, seed: int) -> None:
 
 
 def _random_seed() -> int:
-    return int(torch.randint(0, 2**62, (1,)).item())
+    return int(torch.randint(0, 2**62, (1,), device="cpu").item())
 
 
 def initialize(module: nn.Module, seed: int | None = None, policy: InitPolicy | str | Sequence[Mapping[str, Any]] | None = None) -> nn.Module:
