@@ -261,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     results = run(args.models, quick=args.quick, seed=args.seed)
-    Console().print(table(results))
+    Console(width=120).print(table(results))
     return results
 
 

@@ -153,8 +153,9 @@ def test_seeded_builds_are_identical_and_seed_dependent() -> None:
     a, _ = tiny("efficientnet_b0", seed=5)
     b, _ = tiny("efficientnet_b0", seed=5)
     c, _ = tiny("efficientnet_b0", seed=6)
-    for (k, va), vb, vc in zip(a.state_dict().items(), b.state_dict().values(),
-                               c.state_dict().values()):
+    for (k, va), vb, vc in zip(
+        a.state_dict().items(), b.state_dict().values(), c.state_dict().values()
+    ):
         torch.testing.assert_close(va, vb, rtol=0, atol=0, msg=k)
     assert any(not torch.equal(va, vc) for va, vc in zip(a.parameters(), c.parameters()))
 
@@ -215,8 +216,9 @@ def test_features_node_equal_to_pre_logits() -> None:
     b.add_head(2, None)
     model = b.build(seed=0)
     x = torch.randn(3, 6)
-    torch.testing.assert_close(model.forward_head(model.forward_features(x), pre_logits=True),
-                               model.forward_features(x))
+    torch.testing.assert_close(
+        model.forward_head(model.forward_features(x), pre_logits=True), model.forward_features(x)
+    )
     assert model.feature_info == [] and model.num_features == 5
     with pytest.raises(SpecError, match="unknown node"):
         model(x, return_nodes=["nope"])
@@ -225,9 +227,11 @@ def test_features_node_equal_to_pre_logits() -> None:
 
 def test_stage_marks_and_drop_path_schedule() -> None:
     b = SpecBuilder("t", (3, 16, 16))
-    stages = [Stage("conv_norm_act", 2, {"out_channels": 4}, first={"stride": 2}),
-              Stage("conv_norm_act", 1, {"out_channels": 4}),
-              Stage("conv_norm_act", 1, {"out_channels": 8}, first={"stride": 2})]
+    stages = [
+        Stage("conv_norm_act", 2, {"out_channels": 4}, first={"stride": 2}),
+        Stage("conv_norm_act", 1, {"out_channels": 4}),
+        Stage("conv_norm_act", 1, {"out_channels": 8}, first={"stride": 2}),
+    ]
     b.add_stages(stages, mark="stride")
     assert b.stages == ["s2_b0", "s3_b0"]
     b2 = SpecBuilder("t", (3, 16, 16))

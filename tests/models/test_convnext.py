@@ -11,8 +11,9 @@ from netarchitect.errors import SpecError
 from netarchitect.models.convnext import convnext
 
 
-@pytest.mark.parametrize("name, expected",
-                         [("convnext_tiny", 28_589_128), ("convnext_small", 50_223_688)])
+@pytest.mark.parametrize(
+    "name, expected", [("convnext_tiny", 28_589_128), ("convnext_small", 50_223_688)]
+)
 def test_parameter_count_matches_torchvision(name: str, expected: int) -> None:
     assert na.count_params(na.create_model(name, device="meta")).total == expected
 
@@ -29,7 +30,11 @@ def test_layout() -> None:
     assert eps == {1e-6}
     assert model.nodes["stem_conv"].stride == (4, 4) and model.nodes["s2_down"].stride == (2, 2)
     assert [(i["num_chs"], i["reduction"]) for i in model.feature_info] == [
-        (96, 4), (192, 8), (384, 16), (768, 32)]
+        (96, 4),
+        (192, 8),
+        (384, 16),
+        (768, 32),
+    ]
     assert model.spec.node("head_norm").inputs == ("head_pool",)
 
 

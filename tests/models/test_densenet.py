@@ -21,15 +21,21 @@ def test_parameter_count_matches_torchvision(name: str, expected: int) -> None:
 def test_structure_and_feature_info() -> None:
     model = na.create_model("densenet121", device="meta")
     assert [(i["num_chs"], i["reduction"]) for i in model.feature_info] == [
-        (64, 2), (256, 4), (512, 8), (1024, 16), (1024, 32)]
+        (64, 2),
+        (256, 4),
+        (512, 8),
+        (1024, 16),
+        (1024, 32),
+    ]
     assert model.nodes["s2_transition"].conv.out_channels == 128
     assert model.nodes["s4_dense"].out_channels == 1024
     assert model.spec.node("head").inputs == ("head_pool",)
 
 
 def test_init_and_forward() -> None:
-    model = densenet(growth_rate=8, block_config=(2, 2), num_init_features=16, num_classes=3,
-                     img_size=32, seed=0)
+    model = densenet(
+        growth_rate=8, block_config=(2, 2), num_init_features=16, num_classes=3, img_size=32, seed=0
+    )
     assert model.get_classifier().bias.eq(0).all()
     w = model.nodes["stem"].conv.weight  # fan_in = 3 * 49
     assert w.std().item() == pytest.approx((2 / 147) ** 0.5, rel=0.1)

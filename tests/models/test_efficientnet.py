@@ -69,8 +69,9 @@ def test_mbconv_layout_and_init() -> None:
     assert block.se.rd_channels == 2 and block.conv_dw.conv.kernel_size == (3, 3)
     head = model.get_classifier()
     assert head.weight.abs().max().item() <= 0.1 and head.bias.eq(0).all()
-    rates = [model.spec.node(n.id).params.get("drop_path", 0.0) for n in model.spec.nodes
-             if "_b" in n.id]
+    rates = [
+        model.spec.node(n.id).params.get("drop_path", 0.0) for n in model.spec.nodes if "_b" in n.id
+    ]
     assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.2)
     assert na.create_model("efficientnet_b0", num_classes=0, device="meta").num_classes == 0
 

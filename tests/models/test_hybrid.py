@@ -13,7 +13,12 @@ from netarchitect.models.hybrid import hybrid
 def test_coatnet_lite_0_layout() -> None:
     model = na.create_model("coatnet_lite_0", device="meta")
     assert [(i["num_chs"], i["reduction"]) for i in model.feature_info] == [
-        (64, 2), (96, 4), (192, 8), (384, 16), (768, 32)]
+        (64, 2),
+        (96, 4),
+        (192, 8),
+        (384, 16),
+        (768, 32),
+    ]
     assert model.nodes["s3_pos"].weight.shape == (196, 384)
     assert model.nodes["s4_pos"].weight.shape == (49, 768)
     assert model.nodes["s3_b0"].attn.fn.num_heads == 12
@@ -22,8 +27,15 @@ def test_coatnet_lite_0_layout() -> None:
 
 
 def test_tokens_and_maps_alternate() -> None:
-    model = hybrid(stem_width=8, depths=(1, 1, 1, 1), dims=(8, 16, 16, 32), head_dim=8,
-                   img_size=64, num_classes=3, seed=0).eval()
+    model = hybrid(
+        stem_width=8,
+        depths=(1, 1, 1, 1),
+        dims=(8, 16, 16, 32),
+        head_dim=8,
+        img_size=64,
+        num_classes=3,
+        seed=0,
+    ).eval()
     out = model(torch.randn(2, 3, 64, 64), return_nodes=["s2_b0", "s3_b0", "s4_grid", "s4_b0"])
     assert out["s2_b0"].shape == (2, 16, 8, 8)
     assert out["s3_b0"].shape == (2, 16, 16)

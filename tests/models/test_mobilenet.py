@@ -51,8 +51,9 @@ def test_v3_layout() -> None:
     assert block.conv_dw.conv.kernel_size == (5, 5) and block.se.rd_channels == 24
     assert isinstance(block.se.gate, HardSigmoid)
     assert isinstance(model.nodes["s7_b0"].conv_pw.act, HardSwish)
-    assert model.nodes["s1_b0"].has_skip and isinstance(model.nodes["s1_b0"].conv_pw,
-                                                        torch.nn.Identity)
+    assert model.nodes["s1_b0"].has_skip and isinstance(
+        model.nodes["s1_b0"].conv_pw, torch.nn.Identity
+    )
     assert model.get_classifier().in_features == 1280 and model.num_features == 960
     assert [i["reduction"] for i in model.feature_info] == [2, 4, 8, 16, 32]
     small = na.create_model("mobilenet_v3_small", device="meta")

@@ -17,14 +17,24 @@ from netarchitect.models._blocks_tokens import ClassToken, TokenGrid, TokenPool,
 def test_vit_block_equals_torch_pre_norm_encoder_layer() -> None:
     torch.manual_seed(0)
     ours = initialize(ViTBlock(16, 4, mlp_ratio=2.0), seed=0).eval()
-    ref = nn.TransformerEncoderLayer(16, 4, dim_feedforward=32, dropout=0.0, activation="gelu",
-                                     layer_norm_eps=1e-6, batch_first=True, norm_first=True).eval()
+    ref = nn.TransformerEncoderLayer(
+        16,
+        4,
+        dim_feedforward=32,
+        dropout=0.0,
+        activation="gelu",
+        layer_norm_eps=1e-6,
+        batch_first=True,
+        norm_first=True,
+    ).eval()
     attn = ours.attn.fn
     with torch.no_grad():
-        ref.self_attn.in_proj_weight.copy_(torch.cat([attn.q_proj.weight, attn.k_proj.weight,
-                                                      attn.v_proj.weight]))
-        ref.self_attn.in_proj_bias.copy_(torch.cat([attn.q_proj.bias, attn.k_proj.bias,
-                                                    attn.v_proj.bias]))
+        ref.self_attn.in_proj_weight.copy_(
+            torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
+        )
+        ref.self_attn.in_proj_bias.copy_(
+            torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias])
+        )
         ref.self_attn.out_proj.load_state_dict(attn.out_proj.state_dict())
         ref.linear1.load_state_dict(ours.mlp.fn.fc1.state_dict())
         ref.linear2.load_state_dict(ours.mlp.fn.fc2.state_dict())
@@ -49,8 +59,7 @@ def test_token_pool() -> None:
     x = torch.randn(2, 5, 3)
     torch.testing.assert_close(TokenPool()(x), x[:, 0])
     torch.testing.assert_close(TokenPool(pool_type="avg")(x), x.mean(1))
-    torch.testing.assert_close(TokenPool(pool_type="avg", num_prefix_tokens=2)(x),
-                               x[:, 2:].mean(1))
+    torch.testing.assert_close(TokenPool(pool_type="avg", num_prefix_tokens=2)(x), x[:, 2:].mean(1))
     assert "avg" in repr(TokenPool(pool_type="avg"))
     with pytest.raises(SpecError, match="pool_type"):
         TokenPool(pool_type="max")
@@ -79,9 +88,15 @@ def test_dense_transition_is_norm_act_conv_pool() -> None:
     block = initialize(DenseTransition(6, 3), seed=0).eval()
     x = torch.randn(2, 6, 8, 8)
     bn = block.norm
-    ref = F.avg_pool2d(F.conv2d(F.relu(F.batch_norm(x, bn.running_mean, bn.running_var,
-                                                    bn.weight, bn.bias, eps=bn.eps)),
-                                block.conv.weight), 2)
+    ref = F.avg_pool2d(
+        F.conv2d(
+            F.relu(
+                F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, eps=bn.eps)
+            ),
+            block.conv.weight,
+        ),
+        2,
+    )
     torch.testing.assert_close(block(x), ref)
     assert block.conv.bias is None
     with pytest.raises(SpecError, match="out_channels"):
@@ -93,7 +108,8 @@ def test_mobilenet_v3_block() -> None:
     assert block.has_skip and block.se.rd_channels == 24  # make_divisible(72 / 4, 8)
     assert type(block.se.gate).__name__ == "HardSigmoid"
     assert type(block.se.mlp.act).__name__ == "ReLU" and type(block.conv_dw.act).__name__ == (
-        "HardSwish")
+        "HardSwish"
+    )
     no_expand = MobileNetV3Block(16, 24, hidden_channels=16, stride=2, act_layer="relu")
     assert isinstance(no_expand.conv_pw, nn.Identity) and not no_expand.has_skip
     assert isinstance(no_expand.se, nn.Identity)

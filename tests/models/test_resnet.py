@@ -39,7 +39,12 @@ def test_resnet50_structure_v1_5_and_feature_info() -> None:
     assert first.conv1.stride == (1, 1) and first.conv2.stride == (2, 2)  # v1.5
     assert first.downsample is not None and model.nodes["s2_b1"].downsample is None
     assert [(i["num_chs"], i["reduction"]) for i in model.feature_info] == [
-        (64, 2), (256, 4), (512, 8), (1024, 16), (2048, 32)]
+        (64, 2),
+        (256, 4),
+        (512, 8),
+        (1024, 16),
+        (2048, 32),
+    ]
     assert model.num_features == 2048 and model.get_classifier().in_features == 2048
     resnext = na.create_model("resnext50_32x4d", device="meta")
     assert resnext.nodes["s1_b0"].conv2.groups == 32 and resnext.nodes["s1_b0"].width == 128
@@ -54,20 +59,23 @@ def test_kaiming_fan_out_init() -> None:
 
 
 def test_zero_init_last_makes_blocks_start_as_identity() -> None:
-    model = resnet(widths=(8, 16), layers=(2, 1), stem_width=8, zero_init_last=True,
-                   img_size=32, seed=0).eval()
+    model = resnet(
+        widths=(8, 16), layers=(2, 1), stem_width=8, zero_init_last=True, img_size=32, seed=0
+    ).eval()
     assert all(model.nodes[n].bn2.weight.eq(0).all() for n in ("s1_b0", "s1_b1", "s2_b0"))
     x = torch.relu(torch.randn(2, 8, 8, 8))
     torch.testing.assert_close(model.nodes["s1_b1"](x), x)
-    bottleneck = resnet(block="bottleneck", widths=(4,), layers=(1,), zero_init_last=True,
-                        img_size=32, seed=0)
+    bottleneck = resnet(
+        block="bottleneck", widths=(4,), layers=(1,), zero_init_last=True, img_size=32, seed=0
+    )
     assert bottleneck.nodes["s1_b0"].bn3.weight.eq(0).all()
     assert bottleneck.spec.node("s1_b0").params["zero_init_last"] is True
 
 
 def test_drop_path_and_dropout_are_in_the_spec() -> None:
-    model = resnet(layers=(2, 2), widths=(8, 8), drop_path_rate=0.2, drop_rate=0.1,
-                   img_size=32, device="meta")
+    model = resnet(
+        layers=(2, 2), widths=(8, 8), drop_path_rate=0.2, drop_rate=0.1, img_size=32, device="meta"
+    )
     assert "drop_path" not in model.spec.node("s1_b0").params
     assert model.spec.node("s2_b1").params["drop_path"] == pytest.approx(0.2)
     assert model.spec.node("head_drop").params == {"p": 0.1}
@@ -88,7 +96,8 @@ def test_bad_arguments(kwargs, match) -> None:
 
 
 def test_in_chans_and_num_classes() -> None:
-    model = na.create_model("resnet18", in_chans=1, num_classes=3, img_size=32, widths=(8, 8),
-                            layers=(1, 1), seed=0)
+    model = na.create_model(
+        "resnet18", in_chans=1, num_classes=3, img_size=32, widths=(8, 8), layers=(1, 1), seed=0
+    )
     assert model(torch.randn(2, 1, 32, 32)).shape == (2, 3)
     assert model.nodes["stem"].conv.in_channels == 1

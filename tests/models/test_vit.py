@@ -43,8 +43,15 @@ def test_layout() -> None:
 
 
 def test_token_and_avg_pool() -> None:
-    kw = {"patch_size": 4, "embed_dim": 16, "depth": 1, "num_heads": 2, "img_size": 16,
-          "num_classes": 3, "seed": 0}
+    kw = {
+        "patch_size": 4,
+        "embed_dim": 16,
+        "depth": 1,
+        "num_heads": 2,
+        "img_size": 16,
+        "num_classes": 3,
+        "seed": 0,
+    }
     x = torch.randn(2, 3, 16, 16)
     tok, avg = vit(**kw).eval(), vit(global_pool="avg", **kw).eval()
     feats = tok.forward_features(x)

@@ -4,6 +4,7 @@ transition and MobileNetV3's inverted residual (whose squeeze-excitation is plai
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -54,7 +55,7 @@ class DenseTransition(nn.Module):
         super().__init__()
         check_positive_int("in_channels", in_channels)
         check_positive_int("out_channels", out_channels)
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.norm = get_norm_layer(norm_layer)(in_channels, **factory)
         self.act = get_act_layer(act_layer)(**factory)
         self.conv = Conv2d(in_channels, out_channels, kernel_size=1, bias=False, **factory)

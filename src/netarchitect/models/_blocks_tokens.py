@@ -81,8 +81,10 @@ class TokenPool(nn.Module):
     ) -> None:
         super().__init__()
         check_choice("pool_type", pool_type, ("cls", "avg"))
-        if isinstance(num_prefix_tokens, bool) or not isinstance(num_prefix_tokens, int) or (
-            num_prefix_tokens < 0
+        if (
+            isinstance(num_prefix_tokens, bool)
+            or not isinstance(num_prefix_tokens, int)
+            or (num_prefix_tokens < 0)
         ):
             raise SpecError(f"num_prefix_tokens={num_prefix_tokens!r} must be an integer >= 0")
         self.pool_type, self.num_prefix_tokens = pool_type, num_prefix_tokens

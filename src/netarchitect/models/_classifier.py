@@ -62,11 +62,9 @@ class ClassifierNetwork(Network):
         max_bytes: int | None = None,
     ) -> None:
         super().__init__(spec, device=device, dtype=dtype, seed=seed, max_bytes=max_bytes)
-        self._roles = {
-            "features": features,
-            "stages": tuple(stages),
-            "reductions": dict(reductions or {}),
-        }
+        self._features = features
+        self._stages = tuple(stages)
+        self._reductions = dict(reductions or {})
         self.grad_checkpointing = False
         self._check_roles()
         body = set(self._needed((features,)))
@@ -78,34 +76,39 @@ class ClassifierNetwork(Network):
     # ------------------------------------------------------------------ roles
 
     def _check_roles(self) -> None:
-        spec, roles = self.spec, self._roles
+        spec, features = self.spec, self._features
         ids = [n.id for n in spec.nodes]
         if len(spec.outputs) != 1 or spec.outputs[0] not in ids:
             raise SpecError(f"a classifier spec has one output node (the head), got {spec.outputs}")
-        for name in (roles["features"], *roles["stages"], *roles["reductions"]):
+        for name in (features, *self._stages, *self._reductions):
             if name not in ids:
                 raise SpecError(f"unknown node {name!r}{suggest(name, ids)}", path="roles")
-        body = set(self._needed((roles["features"],))) | set(self._input_names)
-        outside = [s for s in roles["stages"] if s not in body]
+        body = set(self._needed((features,))) | set(self._input_names)
+        outside = [s for s in self._stages if s not in body]
         if outside:
             raise SpecError(f"stage node(s) {outside} do not feed the features node", path="roles")
         for node_id in self._needed((self.head_node,)):
             node = spec.node(node_id)
-            if node_id not in body and any(s in body and s != roles["features"] for s in node.inputs):
+            if node_id not in body and any(s in body and s != features for s in node.inputs):
                 raise SpecError(
                     f"head node {node_id!r} reads {list(node.inputs)}: the head may only read "
-                    f"the features node {roles['features']!r}",
+                    f"the features node {features!r}",
                     path="roles",
                 )
 
     @property
     def roles(self) -> dict[str, Any]:
         """``features``, ``stages`` and ``reductions``: ``ClassifierNetwork(spec, **roles)``."""
-        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in self._roles.items()}
+        return {
+            "features": self._features,
+            "stages": self._stages,
+            "reductions": dict(self._reductions),
+        }
 
     @property
     def features_node(self) -> str:
-        return self._roles["features"]
+        """The node :meth:`forward_features` returns."""
+        return self._features
 
     @property
     def head_node(self) -> str:
@@ -125,9 +128,11 @@ class ClassifierNetwork(Network):
     @property
     def num_classes(self) -> int:
         """Outputs of the classifier (0 once it was reset to the identity)."""
-        return 0 if self.spec.node(self.head_node).block == "identity" else self._infos[
-            self.head_node
-        ].shape[-1]
+        return (
+            0
+            if self.spec.node(self.head_node).block == "identity"
+            else self._infos[self.head_node].shape[-1]
+        )
 
     @property
     def feature_info(self) -> list[dict[str, Any]]:
@@ -135,10 +140,10 @@ class ClassifierNetwork(Network):
         (input size / stage size, from the shapes inferred at build)."""
         in_shape = self.spec.inputs[0].shape
         out = []
-        for node_id in self._roles["stages"]:
+        for node_id in self._stages:
             shape = self._infos[node_id].shape
-            if node_id in self._roles["reductions"]:
-                reduction = int(self._roles["reductions"][node_id])
+            if node_id in self._reductions:
+                reduction = int(self._reductions[node_id])
             elif len(shape) == 3 and len(in_shape) == 3:
                 reduction = in_shape[1] // shape[1]
             else:
@@ -174,7 +179,9 @@ class ClassifierNetwork(Network):
                 values[node_id] = module(x)
         return values
 
-    def forward(self, *args: Tensor, return_nodes: Sequence[str] | None = None, **kwargs: Tensor) -> Any:
+    def forward(
+        self, *args: Tensor, return_nodes: Sequence[str] | None = None, **kwargs: Tensor
+    ) -> Any:
         values = self._bind(args, kwargs)
         wanted = list(return_nodes) if return_nodes is not None else [self.head_node]
         known = set(self._order) | set(self._input_names)
@@ -204,11 +211,15 @@ class ClassifierNetwork(Network):
         return values[target]
 
     def forward_intermediates(
-        self, x: Tensor, indices: int | Sequence[int] | None = None, *, intermediates_only: bool = False
+        self,
+        x: Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        intermediates_only: bool = False,
     ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
         """Stage outputs (``feature_info`` order): all, the last ``indices`` (an int) or those
         at ``indices``; with the final features unless ``intermediates_only``."""
-        stages = list(self._roles["stages"])
+        stages = list(self._stages)
         if indices is None:
             picked = stages
         elif isinstance(indices, int):

@@ -60,15 +60,16 @@ def check_image_args(in_chans: Any, num_classes: Any, img_size: Any, **positives
         check_positive(name, value, integer=False)
 
 
-def variant(family: Callable[..., ClassifierNetwork], defaults: Params,
-            overrides: Params) -> ClassifierNetwork:
+def variant(
+    family: Callable[..., ClassifierNetwork], defaults: Params, overrides: Params
+) -> ClassifierNetwork:
     """A named variant: the family builder with the variant's numbers, then the caller's."""
     return family(**{**defaults, **overrides})
 
 
 def round_repeats(repeats: int, depth_mult: float) -> int:
     """EfficientNet's depth rule: ``ceil(depth_mult · repeats)``."""
-    return int(math.ceil(depth_mult * repeats))
+    return math.ceil(depth_mult * repeats)
 
 
 def drop_path_rates(rate: float, total: int) -> list[float]:
@@ -108,10 +109,18 @@ class SpecBuilder:
         self.reductions: dict[str, int] = {}
         self.features: str | None = None
 
-    def add(self, node_id: str, block: str, params: Params | None = None, *,
-            inputs: Sequence[str] | None = None, merge: str | None = None) -> str:
-        self.nodes.append(NodeSpec(node_id, block, dict(params or {}),
-                                   tuple(inputs or (self.last,)), merge))
+    def add(
+        self,
+        node_id: str,
+        block: str,
+        params: Params | None = None,
+        *,
+        inputs: Sequence[str] | None = None,
+        merge: str | None = None,
+    ) -> str:
+        self.nodes.append(
+            NodeSpec(node_id, block, dict(params or {}), tuple(inputs or (self.last,)), merge)
+        )
         self.last = node_id
         return node_id
 
@@ -122,8 +131,15 @@ class SpecBuilder:
         if reduction is not None:
             self.reductions[node_id] = reduction
 
-    def add_stages(self, stages: Sequence[Stage], *, drop_path_rate: float = 0.0,
-                   start: int = 1, prefix: str = "s", mark: str = "all") -> None:
+    def add_stages(
+        self,
+        stages: Sequence[Stage],
+        *,
+        drop_path_rate: float = 0.0,
+        start: int = 1,
+        prefix: str = "s",
+        mark: str = "all",
+    ) -> None:
         """Nodes ``{prefix}{i}_b{j}`` for each stage (``{prefix}{i}_{suffix}`` for its
         ``pre`` nodes), with linearly rising ``drop_path``. Marks each stage's output
         (``mark="all"``), only the last stage before each stride (``"stride"``) or every
@@ -145,18 +161,37 @@ class SpecBuilder:
             if mark == "all" or (mark == "stride" and next_stride > 1):
                 self.stage(reduction=st.reduction)
 
-    def add_mobile_body(self, stem_channels: int, stages: Sequence[Stage], final_channels: int,
-                        *, act_layer: str, drop_path_rate: float = 0.0) -> None:
+    def add_mobile_body(
+        self,
+        stem_channels: int,
+        stages: Sequence[Stage],
+        final_channels: int,
+        *,
+        act_layer: str,
+        drop_path_rate: float = 0.0,
+    ) -> None:
         """MobileNet/EfficientNet body: a 3×3 stride-2 ``stem``, the stages (marked at each
         stride), and a 1×1 ``final_conv`` to ``final_channels``."""
-        self.add("stem", "conv_norm_act",
-                 {"out_channels": stem_channels, "stride": 2, "act_layer": act_layer})
+        self.add(
+            "stem",
+            "conv_norm_act",
+            {"out_channels": stem_channels, "stride": 2, "act_layer": act_layer},
+        )
         self.add_stages(stages, drop_path_rate=drop_path_rate, mark="stride")
-        self.add("final_conv", "conv_norm_act",
-                 {"out_channels": final_channels, "kernel_size": 1, "act_layer": act_layer})
+        self.add(
+            "final_conv",
+            "conv_norm_act",
+            {"out_channels": final_channels, "kernel_size": 1, "act_layer": act_layer},
+        )
 
-    def add_head(self, num_classes: int, pool: tuple[str, Params] | None = ("global_pool", {}),
-                 *, pre: Sequence[tuple[str, str, Params]] = (), drop_rate: float = 0.0) -> None:
+    def add_head(
+        self,
+        num_classes: int,
+        pool: tuple[str, Params] | None = ("global_pool", {}),
+        *,
+        pre: Sequence[tuple[str, str, Params]] = (),
+        drop_rate: float = 0.0,
+    ) -> None:
         """Mark the features node, then ``head_pool``, the ``pre`` nodes (``head_*``), an
         optional ``head_drop`` and the classifier ``head`` (identity for 0 classes)."""
         self.features = self.last
@@ -172,14 +207,27 @@ class SpecBuilder:
             self.add("head", "identity")
 
     def spec(self, init: Sequence[Params] = (), description: str = "") -> NetworkSpec:
-        return NetworkSpec(self.name, (self.input,), tuple(self.nodes), (self.last,),
-                           description, tuple(init))
+        return NetworkSpec(
+            self.name, (self.input,), tuple(self.nodes), (self.last,), description, tuple(init)
+        )
 
-    def build(self, init: Sequence[Params] = (), *, description: str = "",
-              device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-              seed: int | None = None) -> ClassifierNetwork:
+    def build(
+        self,
+        init: Sequence[Params] = (),
+        *,
+        description: str = "",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        seed: int | None = None,
+    ) -> ClassifierNetwork:
         if self.features is None:
             raise SpecError("add_head() was not called: no features node", path="nodes")
-        return ClassifierNetwork(self.spec(init, description), features=self.features,
-                                 stages=self.stages, reductions=self.reductions,
-                                 device=device, dtype=dtype, seed=seed)
+        return ClassifierNetwork(
+            self.spec(init, description),
+            features=self.features,
+            stages=self.stages,
+            reductions=self.reductions,
+            device=device,
+            dtype=dtype,
+            seed=seed,
+        )

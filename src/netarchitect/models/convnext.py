@@ -51,10 +51,17 @@ def convnext(
         raise SpecError(f"depths={depths} and dims={dims} need the same non-zero length")
     block = {"kernel_size": kernel_size, "mlp_ratio": mlp_ratio, "layerscale_init": layerscale_init}
     stages = [
-        Stage("convnext_block", depth, block,
-              pre=() if i == 0 else (("norm", "layernorm2d", {"eps": _EPS}),
-                                     ("down", "conv2d", {"out_channels": dim, "kernel_size": 2,
-                                                         "stride": 2})))
+        Stage(
+            "convnext_block",
+            depth,
+            block,
+            pre=()
+            if i == 0
+            else (
+                ("norm", "layernorm2d", {"eps": _EPS}),
+                ("down", "conv2d", {"out_channels": dim, "kernel_size": 2, "stride": 2}),
+            ),
+        )
         for i, (depth, dim) in enumerate(zip(depths, dims))
     ]
     b = SpecBuilder(name, (in_chans, img_size, img_size))
@@ -66,8 +73,7 @@ def convnext(
 
 
 def _example() -> Example:
-    kwargs = {"depths": (1, 1), "dims": (8, 16), "kernel_size": 3, "num_classes": 5,
-              "img_size": 32}
+    kwargs = {"depths": (1, 1), "dims": (8, 16), "kernel_size": 3, "num_classes": 5, "img_size": 32}
     return Example(kwargs, (example_tensor(2, 3, 32, 32),))
 
 

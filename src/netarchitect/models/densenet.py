@@ -45,13 +45,23 @@ def densenet(
 ) -> ClassifierNetwork:
     """The DenseNet family builder. ``drop_rate`` is the dropout after each dense layer,
     ``compression`` the channel factor of each transition."""
-    check_image_args(in_chans, num_classes, img_size, growth_rate=growth_rate, bn_size=bn_size,
-                     num_init_features=num_init_features, compression=compression)
+    check_image_args(
+        in_chans,
+        num_classes,
+        img_size,
+        growth_rate=growth_rate,
+        bn_size=bn_size,
+        num_init_features=num_init_features,
+        compression=compression,
+    )
     for i, depth in enumerate(block_config):
         check_positive(f"block_config[{i}]", depth)
     b = SpecBuilder(name, (in_chans, img_size, img_size))
-    b.add("stem", "conv_norm_act", {"out_channels": num_init_features, "kernel_size": 7,
-                                    "stride": 2, "padding": 3})
+    b.add(
+        "stem",
+        "conv_norm_act",
+        {"out_channels": num_init_features, "kernel_size": 7, "stride": 2, "padding": 3},
+    )
     b.stage()
     b.add("s1_pool", "maxpool2d", {"kernel_size": 3, "stride": 2, "padding": 1})
     channels = num_init_features
@@ -59,8 +69,11 @@ def densenet(
         if i > 1:
             channels = int(channels * compression)
             b.add(f"s{i}_transition", "dense_transition", {"out_channels": channels})
-        params: dict[str, Any] = {"num_layers": depth, "growth_rate": growth_rate,
-                                  "bn_size": bn_size}
+        params: dict[str, Any] = {
+            "num_layers": depth,
+            "growth_rate": growth_rate,
+            "bn_size": bn_size,
+        }
         if drop_rate:
             params["drop_rate"] = drop_rate
         b.add(f"s{i}_dense", "dense_block", params)
@@ -75,8 +88,14 @@ def densenet(
 
 
 def _example() -> Example:
-    kwargs = {"growth_rate": 4, "block_config": (1, 1), "num_init_features": 8, "bn_size": 2,
-              "num_classes": 5, "img_size": 32}
+    kwargs = {
+        "growth_rate": 4,
+        "block_config": (1, 1),
+        "num_init_features": 8,
+        "bn_size": 2,
+        "num_classes": 5,
+        "img_size": 32,
+    }
     return Example(kwargs, (example_tensor(2, 3, 32, 32),))
 
 

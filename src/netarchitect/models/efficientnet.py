@@ -43,8 +43,15 @@ __all__ = [
     "EFFICIENTNET_PARAMS",
     "compound_scaling",
     "efficientnet",
+    "efficientnet_b0",
+    "efficientnet_b1",
+    "efficientnet_b2",
+    "efficientnet_b3",
+    "efficientnet_b4",
+    "efficientnet_b5",
+    "efficientnet_b6",
+    "efficientnet_b7",
     "efficientnet_custom",
-    *(f"efficientnet_b{i}" for i in range(8)),
 ]
 
 #: B0 stages: expansion, kernel, first stride, output channels, repeats.
@@ -102,42 +109,67 @@ def efficientnet(
     seed: int | None = None,
 ) -> ClassifierNetwork:
     """The EfficientNet family builder: B0's ``stages`` scaled by ``width_mult``/``depth_mult``."""
-    check_image_args(in_chans, num_classes, img_size, width_mult=width_mult,
-                     depth_mult=depth_mult)
+    check_image_args(in_chans, num_classes, img_size, width_mult=width_mult, depth_mult=depth_mult)
 
     def width(c: int) -> int:
         return make_divisible(c * width_mult, 8)
 
     body = [
-        Stage("inverted_residual", round_repeats(n, depth_mult),
-              {"out_channels": width(c), "kernel_size": k, "expand_ratio": t,
-               "se_ratio": se_ratio, "act_layer": act_layer}, first={"stride": s})
+        Stage(
+            "inverted_residual",
+            round_repeats(n, depth_mult),
+            {
+                "out_channels": width(c),
+                "kernel_size": k,
+                "expand_ratio": t,
+                "se_ratio": se_ratio,
+                "act_layer": act_layer,
+            },
+            first={"stride": s},
+        )
         for t, k, s, c, n in stages
     ]
     b = SpecBuilder(name, (in_chans, img_size, img_size))
-    b.add_mobile_body(width(stem_channels), body, 4 * width(stages[-1][3]), act_layer=act_layer,
-                      drop_path_rate=drop_path_rate)
+    b.add_mobile_body(
+        width(stem_channels),
+        body,
+        4 * width(stages[-1][3]),
+        act_layer=act_layer,
+        drop_path_rate=drop_path_rate,
+    )
     b.add_head(num_classes, drop_rate=drop_rate)
     init: list[dict[str, Any]] = [*INIT_KAIMING_FAN_OUT]
     if num_classes:
         bound = num_classes**-0.5
-        init += [{"init": "uniform", "modules": ["Linear"], "args": {"a": -bound, "b": bound}},
-                 {"init": "zeros", "modules": ["Linear"], "params": ["bias"]}]
+        init += [
+            {"init": "uniform", "modules": ["Linear"], "args": {"a": -bound, "b": bound}},
+            {"init": "zeros", "modules": ["Linear"], "params": ["bias"]},
+        ]
     return b.build(init, device=device, dtype=dtype, seed=seed)
 
 
 def efficientnet_custom(*, phi: float = 0.0, **kwargs: Any) -> ClassifierNetwork:
     """EfficientNet scaled from B0 by the compound rule for any ``phi`` (0 is B0)."""
     width_mult, depth_mult, resolution = compound_scaling(phi)
-    defaults = {"width_mult": width_mult, "depth_mult": depth_mult, "img_size": resolution,
-                "name": f"efficientnet_phi{phi:g}"}
+    defaults = {
+        "width_mult": width_mult,
+        "depth_mult": depth_mult,
+        "img_size": resolution,
+        "name": f"efficientnet_phi{phi:g}",
+    }
     return variant(efficientnet, defaults, kwargs)
 
 
 def _example(**kwargs: Any) -> Example:
-    small = {"width_mult": 0.25, "depth_mult": 1.0, "stages": EFFICIENTNET_B0_STAGES[:2],
-             "drop_path_rate": 0.0,
-             "num_classes": 5, "img_size": 32, **kwargs}
+    small = {
+        "width_mult": 0.25,
+        "depth_mult": 1.0,
+        "stages": EFFICIENTNET_B0_STAGES[:2],
+        "drop_path_rate": 0.0,
+        "num_classes": 5,
+        "img_size": 32,
+        **kwargs,
+    }
     return Example(small, (example_tensor(2, 3, 32, 32),))
 
 
@@ -146,15 +178,22 @@ register_model("efficientnet_custom", example=lambda: _example(phi=-2.0))(effici
 
 def _released(key: str) -> Any:
     width_mult, depth_mult, resolution, dropout = EFFICIENTNET_PARAMS[key]
-    defaults = {"width_mult": width_mult, "depth_mult": depth_mult, "img_size": resolution,
-                "drop_rate": dropout, "name": f"efficientnet_{key}"}
+    defaults = {
+        "width_mult": width_mult,
+        "depth_mult": depth_mult,
+        "img_size": resolution,
+        "drop_rate": dropout,
+        "name": f"efficientnet_{key}",
+    }
 
     def builder(**kwargs: Any) -> ClassifierNetwork:
         return variant(efficientnet, defaults, kwargs)
 
     builder.__name__ = builder.__qualname__ = f"efficientnet_{key}"
-    builder.__doc__ = (f"EfficientNet-{key.upper()}: width ×{width_mult}, depth ×{depth_mult}, "
-                       f"{resolution}×{resolution} input, dropout {dropout}.")
+    builder.__doc__ = (
+        f"EfficientNet-{key.upper()}: width ×{width_mult}, depth ×{depth_mult}, "
+        f"{resolution}×{resolution} input, dropout {dropout}."
+    )
     return register_model(f"efficientnet_{key}", example=_example)(builder)
 
 

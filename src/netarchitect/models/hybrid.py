@@ -41,14 +41,18 @@ from .vit import VIT_INIT
 __all__ = ["coatnet_lite_0", "coatnet_lite_nano", "hybrid"]
 
 
-def _transformer_stage(depth: int, dim: int, tokens: int, reduction: int, head_dim: int,
-                       mlp_ratio: float, first: bool) -> Stage:
+def _transformer_stage(
+    depth: int, dim: int, tokens: int, reduction: int, head_dim: int, mlp_ratio: float, first: bool
+) -> Stage:
     if dim % head_dim:
-        raise SpecError(f"head_dim={head_dim} does not divide the stage width {dim}",
-                        path="head_dim")
-    pre = [] if first else [("grid", "token_grid", {})]
-    pre += [("embed", "patch_embed", {"dim": dim, "patch_size": 2}),
-            ("pos", "learned_pos_embed", {"max_positions": tokens})]
+        raise SpecError(
+            f"head_dim={head_dim} does not divide the stage width {dim}", path="head_dim"
+        )
+    pre: list[tuple[str, str, dict[str, Any]]] = [] if first else [("grid", "token_grid", {})]
+    pre += [
+        ("embed", "patch_embed", {"dim": dim, "patch_size": 2}),
+        ("pos", "learned_pos_embed", {"max_positions": tokens}),
+    ]
     block = {"num_heads": dim // head_dim, "mlp_ratio": mlp_ratio}
     return Stage("vit_block", depth, block, pre=pre, reduction=reduction)
 
@@ -79,17 +83,20 @@ def hybrid(
         raise SpecError(f"img_size={img_size} must be a multiple of 32", path="img_size")
     mbconv = {"expand_ratio": expand_ratio, "se_ratio": 0.25, "act_layer": "gelu"}
     stages = [
-        Stage("inverted_residual", depths[i], {"out_channels": dims[i], **mbconv},
-              first={"stride": 2})
+        Stage(
+            "inverted_residual", depths[i], {"out_channels": dims[i], **mbconv}, first={"stride": 2}
+        )
         for i in range(2)
     ] + [
-        _transformer_stage(depths[i], dims[i], (img_size // r) ** 2, r, head_dim, mlp_ratio,
-                           i == 2)
+        _transformer_stage(depths[i], dims[i], (img_size // r) ** 2, r, head_dim, mlp_ratio, i == 2)
         for i, r in ((2, 16), (3, 32))
     ]
     b = SpecBuilder(name, (in_chans, img_size, img_size))
-    b.add("stem_conv1", "conv_norm_act", {"out_channels": stem_width, "stride": 2,
-                                          "act_layer": "gelu"})
+    b.add(
+        "stem_conv1",
+        "conv_norm_act",
+        {"out_channels": stem_width, "stride": 2, "act_layer": "gelu"},
+    )
     b.add("stem_conv2", "conv_norm_act", {"out_channels": stem_width, "act_layer": "gelu"})
     b.stage()
     b.add_stages(stages, drop_path_rate=drop_path_rate)
@@ -99,8 +106,14 @@ def hybrid(
 
 
 def _example() -> Example:
-    kwargs = {"stem_width": 8, "depths": (1, 1, 1, 1), "dims": (8, 16, 16, 32), "head_dim": 8,
-              "num_classes": 5, "img_size": 32}
+    kwargs = {
+        "stem_width": 8,
+        "depths": (1, 1, 1, 1),
+        "dims": (8, 16, 16, 32),
+        "head_dim": 8,
+        "num_classes": 5,
+        "img_size": 32,
+    }
     return Example(kwargs, (example_tensor(2, 3, 32, 32),))
 
 
@@ -113,6 +126,10 @@ def coatnet_lite_0(**kwargs: Any) -> ClassifierNetwork:
 @register_model("coatnet_lite_nano", example=_example)
 def coatnet_lite_nano(**kwargs: Any) -> ClassifierNetwork:
     """A small C-C-T-T hybrid: depths 2-2-2-2, widths 48–384."""
-    defaults = {"stem_width": 32, "depths": (2, 2, 2, 2), "dims": (48, 96, 192, 384),
-                "name": "coatnet_lite_nano"}
+    defaults = {
+        "stem_width": 32,
+        "depths": (2, 2, 2, 2),
+        "dims": (48, 96, 192, 384),
+        "name": "coatnet_lite_nano",
+    }
     return variant(hybrid, defaults, kwargs)

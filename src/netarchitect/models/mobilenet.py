@@ -34,6 +34,7 @@ __all__ = [
     "mobilenet_v2",
     "mobilenet_v2_050",
     "mobilenet_v2_075",
+    "mobilenet_v2_100",
     "mobilenet_v2_140",
     "mobilenet_v3",
     "mobilenet_v3_large",
@@ -127,13 +128,22 @@ def mobilenet_v2(
         return make_divisible(c * width_mult, round_nearest)
 
     stages = [
-        Stage("inverted_residual", n, {"out_channels": width(c), "expand_ratio": t},
-              first={"stride": s})
+        Stage(
+            "inverted_residual",
+            n,
+            {"out_channels": width(c), "expand_ratio": t},
+            first={"stride": s},
+        )
         for t, c, n, s in settings
     ]
     b = SpecBuilder(name, (in_chans, img_size, img_size))
-    b.add_mobile_body(width(32), stages, make_divisible(1280 * max(1.0, width_mult), round_nearest),
-                      act_layer="relu6", drop_path_rate=drop_path_rate)
+    b.add_mobile_body(
+        width(32),
+        stages,
+        make_divisible(1280 * max(1.0, width_mult), round_nearest),
+        act_layer="relu6",
+        drop_path_rate=drop_path_rate,
+    )
     b.add_head(num_classes, drop_rate=drop_rate)
     return b.build(_INIT, device=device, dtype=dtype, seed=seed)
 
@@ -165,22 +175,34 @@ def mobilenet_v3(
         return make_divisible(c * width_mult, 8)
 
     stages = [
-        Stage("mobilenetv3_block", 1,
-              {"out_channels": width(out), "hidden_channels": width(hidden), "kernel_size": k,
-               "se_ratio": 0.25 if se else 0.0, "act_layer": act}, first={"stride": stride})
+        Stage(
+            "mobilenetv3_block",
+            1,
+            {
+                "out_channels": width(out),
+                "hidden_channels": width(hidden),
+                "kernel_size": k,
+                "se_ratio": 0.25 if se else 0.0,
+                "act_layer": act,
+            },
+            first={"stride": stride},
+        )
         for k, hidden, out, se, act, stride in rows
     ]
     b = SpecBuilder(name, (in_chans, img_size, img_size))
-    b.add_mobile_body(width(16), stages, 6 * width(rows[-1][2]), act_layer=_HS,
-                      drop_path_rate=drop_path_rate)
+    b.add_mobile_body(
+        width(16), stages, 6 * width(rows[-1][2]), act_layer=_HS, drop_path_rate=drop_path_rate
+    )
     hidden_head = [("fc", "linear", {"out_features": width(head_width)}), ("act", _HS, {})]
     b.add_head(num_classes, pre=hidden_head, drop_rate=drop_rate)
     return b.build(_INIT, device=device, dtype=dtype, seed=seed)
 
 
 def _example(**kwargs: Any) -> Example:
-    return Example({"width_mult": 0.25, "num_classes": 5, "img_size": 32, **kwargs},
-                   (example_tensor(2, 3, 32, 32),))
+    return Example(
+        {"width_mult": 0.25, "num_classes": 5, "img_size": 32, **kwargs},
+        (example_tensor(2, 3, 32, 32),),
+    )
 
 
 def _v2_example() -> Example:
@@ -192,8 +214,9 @@ def _v3_example() -> Example:
 
 
 def _v2(width_mult: float, suffix: str, kwargs: _Common) -> ClassifierNetwork:
-    return variant(mobilenet_v2, {"width_mult": width_mult, "name": f"mobilenet_v2{suffix}"},
-                   kwargs)
+    return variant(
+        mobilenet_v2, {"width_mult": width_mult, "name": f"mobilenet_v2{suffix}"}, kwargs
+    )
 
 
 @register_model("mobilenet_v2", example=_v2_example)

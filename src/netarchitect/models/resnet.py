@@ -72,13 +72,20 @@ def resnet(
     if zero_init_last:
         common["zero_init_last"] = True
     b = SpecBuilder(name, (in_chans, img_size, img_size))
-    b.add("stem", "conv_norm_act", {"out_channels": stem_width, "kernel_size": 7, "stride": 2,
-                                    "padding": 3, **norm_act})
+    b.add(
+        "stem",
+        "conv_norm_act",
+        {"out_channels": stem_width, "kernel_size": 7, "stride": 2, "padding": 3, **norm_act},
+    )
     b.stage()
     b.add("s1_pool", "maxpool2d", {"kernel_size": 3, "stride": 2, "padding": 1})
     stages = [
-        Stage(block, depth, {"out_channels": planes * _EXPANSION[block], **common},
-              first={"stride": 1 if i == 0 else 2})
+        Stage(
+            block,
+            depth,
+            {"out_channels": planes * _EXPANSION[block], **common},
+            first={"stride": 1 if i == 0 else 2},
+        )
         for i, (depth, planes) in enumerate(zip(layers, widths))
     ]
     b.add_stages(stages, drop_path_rate=drop_path_rate)
@@ -87,8 +94,14 @@ def resnet(
 
 
 def _example(**kwargs: Any) -> Example:
-    small = {"widths": (4, 8), "layers": (1, 1), "stem_width": 8,
-             "num_classes": 5, "img_size": 32, **kwargs}
+    small = {
+        "widths": (4, 8),
+        "layers": (1, 1),
+        "stem_width": 8,
+        "num_classes": 5,
+        "img_size": 32,
+        **kwargs,
+    }
     return Example(small, (example_tensor(2, 3, 32, 32),))
 
 
@@ -111,32 +124,47 @@ def _bottleneck_example() -> Example:
 @register_model("resnet50", example=_bottleneck_example)
 def resnet50(**kwargs: Any) -> ClassifierNetwork:
     """ResNet-50 (v1.5): bottlenecks (3, 4, 6, 3); 25,557,032 parameters."""
-    return variant(resnet, {"block": "bottleneck", "layers": (3, 4, 6, 3), "name": "resnet50"}, kwargs)
+    return variant(
+        resnet, {"block": "bottleneck", "layers": (3, 4, 6, 3), "name": "resnet50"}, kwargs
+    )
 
 
 @register_model("resnet101", example=_bottleneck_example)
 def resnet101(**kwargs: Any) -> ClassifierNetwork:
     """ResNet-101 (v1.5): bottlenecks (3, 4, 23, 3); 44,549,160 parameters."""
-    return variant(resnet, {"block": "bottleneck", "layers": (3, 4, 23, 3), "name": "resnet101"}, kwargs)
+    return variant(
+        resnet, {"block": "bottleneck", "layers": (3, 4, 23, 3), "name": "resnet101"}, kwargs
+    )
 
 
 @register_model("resnet152", example=_bottleneck_example)
 def resnet152(**kwargs: Any) -> ClassifierNetwork:
     """ResNet-152 (v1.5): bottlenecks (3, 8, 36, 3); 60,192,808 parameters."""
-    return variant(resnet, {"block": "bottleneck", "layers": (3, 8, 36, 3), "name": "resnet152"}, kwargs)
+    return variant(
+        resnet, {"block": "bottleneck", "layers": (3, 8, 36, 3), "name": "resnet152"}, kwargs
+    )
 
 
 @register_model("resnext50_32x4d", example=lambda: _example(widths=(16, 16), groups=4))
 def resnext50_32x4d(**kwargs: Any) -> ClassifierNetwork:
     """ResNeXt-50 32×4d: ResNet-50 with 32 groups of width 4; 25,028,904 parameters."""
-    defaults = {"block": "bottleneck", "layers": (3, 4, 6, 3), "groups": 32, "base_width": 4,
-                "name": "resnext50_32x4d"}
+    defaults = {
+        "block": "bottleneck",
+        "layers": (3, 4, 6, 3),
+        "groups": 32,
+        "base_width": 4,
+        "name": "resnext50_32x4d",
+    }
     return variant(resnet, defaults, kwargs)
 
 
 @register_model("wide_resnet50_2", example=_bottleneck_example)
 def wide_resnet50_2(**kwargs: Any) -> ClassifierNetwork:
     """Wide ResNet-50-2: ResNet-50 with twice as wide 3×3 convolutions; 68,883,240 parameters."""
-    defaults = {"block": "bottleneck", "layers": (3, 4, 6, 3), "base_width": 128,
-                "name": "wide_resnet50_2"}
+    defaults = {
+        "block": "bottleneck",
+        "layers": (3, 4, 6, 3),
+        "base_width": 128,
+        "name": "wide_resnet50_2",
+    }
     return variant(resnet, defaults, kwargs)

@@ -50,11 +50,19 @@ def vit(
     seed: int | None = None,
 ) -> ClassifierNetwork:
     """The ViT family builder (``img_size`` must be a multiple of ``patch_size``)."""
-    check_image_args(in_chans, num_classes, img_size, patch_size=patch_size, depth=depth,
-                     embed_dim=embed_dim, num_heads=num_heads)
+    check_image_args(
+        in_chans,
+        num_classes,
+        img_size,
+        patch_size=patch_size,
+        depth=depth,
+        embed_dim=embed_dim,
+        num_heads=num_heads,
+    )
     if img_size % patch_size:
-        raise SpecError(f"img_size={img_size} is not a multiple of patch_size={patch_size}",
-                        path="img_size")
+        raise SpecError(
+            f"img_size={img_size} is not a multiple of patch_size={patch_size}", path="img_size"
+        )
     if global_pool not in ("token", "avg"):
         raise SpecError(f"global_pool={global_pool!r} must be 'token' or 'avg'", path="global_pool")
     num_patches = (img_size // patch_size) ** 2
@@ -64,21 +72,38 @@ def vit(
     b.add("pos_embed", "learned_pos_embed", {"max_positions": num_patches + 1})
     if drop_rate:
         b.add("pos_drop", "dropout", {"p": drop_rate})
-    block = {"num_heads": num_heads, "mlp_ratio": mlp_ratio, "norm_eps": norm_eps,
-             **({"drop": drop_rate} if drop_rate else {}),
-             **({"attn_drop": attn_drop_rate} if attn_drop_rate else {})}
-    b.add_stages([Stage("vit_block", depth, block, reduction=patch_size)],
-                 drop_path_rate=drop_path_rate, mark="block")
+    block = {
+        "num_heads": num_heads,
+        "mlp_ratio": mlp_ratio,
+        "norm_eps": norm_eps,
+        **({"drop": drop_rate} if drop_rate else {}),
+        **({"attn_drop": attn_drop_rate} if attn_drop_rate else {}),
+    }
+    b.add_stages(
+        [Stage("vit_block", depth, block, reduction=patch_size)],
+        drop_path_rate=drop_path_rate,
+        mark="block",
+    )
     b.add("norm", "layernorm", {"eps": norm_eps})
-    pool = {"pool_type": "cls"} if global_pool == "token" else {"pool_type": "avg",
-                                                                "num_prefix_tokens": 1}
+    pool = (
+        {"pool_type": "cls"}
+        if global_pool == "token"
+        else {"pool_type": "avg", "num_prefix_tokens": 1}
+    )
     b.add_head(num_classes, ("token_pool", pool), drop_rate=drop_rate)
     return b.build(VIT_INIT, device=device, dtype=dtype, seed=seed)
 
 
 def _example() -> Example:
-    kwargs = {"patch_size": 8, "embed_dim": 16, "depth": 1, "num_heads": 2, "mlp_ratio": 2.0,
-              "num_classes": 5, "img_size": 32}
+    kwargs = {
+        "patch_size": 8,
+        "embed_dim": 16,
+        "depth": 1,
+        "num_heads": 2,
+        "mlp_ratio": 2.0,
+        "num_classes": 5,
+        "img_size": 32,
+    }
     return Example(kwargs, (example_tensor(2, 3, 32, 32),))
 
 
