@@ -273,12 +273,12 @@ def ours_on_peer_models() -> dict[str, Any]:
     return results
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peer-python", help="interpreter with fvcore and ptflops installed")
     parser.add_argument("--peers-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = parser.parse_args([] if argv is None else argv)  # run_all calls main()
     if args.peers_only:
         print(json.dumps(peers_only()))
         return
@@ -357,4 +357,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -14,6 +14,7 @@ to ``benchmarks/results/layers.json``. Cases and target ratios (ours / peer):
 from __future__ import annotations
 
 import argparse
+import sys
 import math
 from collections.abc import Callable
 from typing import Any
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--results-dir", default=RESULTS_DIR)
-    args = parser.parse_args(argv)
+    args = parser.parse_args([] if argv is None else argv)  # run_all calls main()
     return run(
         warmup=args.warmup,
         repeats=args.repeats,
@@ -145,4 +146,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -16,6 +16,7 @@ ratios (ours / peer):
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--gen-repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--results-dir", default=RESULTS_DIR)
-    args = parser.parse_args(argv)
+    args = parser.parse_args([] if argv is None else argv)  # run_all calls main()
     return run(
         warmup=args.warmup,
         repeats=args.repeats,
@@ -117,4 +118,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

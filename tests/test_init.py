@@ -124,3 +124,50 @@ def test_seed_none_follows_global_generator():
     a = initialize(nn.Linear(3, 3)).weight.clone()
     torch.manual_seed(5)
     assert torch.equal(a, initialize(nn.Linear(3, 3)).weight)
+
+
+def _starts_as_identity(block: nn.Module, x: torch.Tensor, expected: torch.Tensor) -> None:
+    block.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), expected)
+
+
+def test_resnet_zero_init_policy_on_real_blocks():
+    from netarchitect.layers import BasicBlock, Bottleneck, ConvNeXtBlock, InvertedResidual
+
+    x = torch.randn(2, 8, 6, 6)
+    for block in (BasicBlock(8, 8), Bottleneck(8, 8, expansion=2)):
+        initialize(block, seed=0, policy="resnet_zero_init")
+        assert torch.count_nonzero(getattr(block, block.last_norm).weight) == 0
+        _starts_as_identity(block, x, torch.relu(x))
+    mb = initialize(InvertedResidual(8, 8, expand_ratio=2), seed=0, policy="resnet_zero_init")
+    _starts_as_identity(mb, x, x)
+    cn = initialize(ConvNeXtBlock(8, kernel_size=3), seed=0, policy=[{"init": "zero_last_in_residual"}])
+    _starts_as_identity(cn, x, x)
+    # no skip (stride 2): nothing to zero, the block keeps its output
+    down = initialize(InvertedResidual(8, 8, stride=2), seed=0, policy="resnet_zero_init")
+    assert torch.count_nonzero(down.conv_pwl.norm.weight) == 8
+
+
+def test_zero_init_flag_matches_policy():
+    from netarchitect.layers import Bottleneck
+
+    flagged = Bottleneck(8, 8, expansion=2, zero_init_last=True)
+    assert torch.count_nonzero(flagged.bn3.weight) == 0
+    flagged.reset_parameters()
+    assert torch.count_nonzero(flagged.bn3.weight) == 0
+    assert torch.count_nonzero(Bottleneck(8, 8, expansion=2).bn3.weight) == 8
+
+
+def test_zero_init_residual_transformer_branches():
+    from netarchitect.layers import Residual, TransformerBlock
+    from netarchitect.layers.mlp import MLP
+
+    block = initialize(TransformerBlock(16, 2), seed=0, policy=[{"init": "zero_last_in_residual"}])
+    x = torch.randn(2, 5, 16)
+    _starts_as_identity(block, x, x)
+    res = Residual(MLP(16, hidden_dim=32), dim=16)
+    res.zero_init_last()
+    assert torch.count_nonzero(res.fn.fc2.weight) == 0 and torch.count_nonzero(res.fn.fc1.weight) > 0
+    with pytest.raises(TypeError, match="no linear or conv"):
+        Residual(nn.GELU(), norm=None).zero_init_last()

@@ -209,14 +209,19 @@ def reset_all(module: nn.Module, seed: int) -> None:
     but has no ``reset_parameters`` cannot be (re)initialised and is an error.
     """
     missing = []
-    for path, sub in reversed(list(module.named_modules())):
-        reset = _resetter(sub)
-        if reset is None:
-            if any(True for _ in sub.parameters(recurse=False)):
-                missing.append(path or type(sub).__name__)
-            continue
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(seed, path))
+    # One fork for the whole walk. Seeding only the CPU generator is ~30x cheaper than
+    # torch.manual_seed (which also visits every accelerator backend); a module whose
+    # tensors live on an accelerator draws from that device's generator, so seed all.
+    on_cpu = all(t.device.type in ("cpu", "meta") for t in (*module.parameters(), *module.buffers()))
+    seed_fn = torch.default_generator.manual_seed if on_cpu else torch.manual_seed
+    with torch.random.fork_rng(devices=[]):
+        for path, sub in reversed(list(module.named_modules())):
+            reset = _resetter(sub)
+            if reset is None:
+                if any(True for _ in sub.parameters(recurse=False)):
+                    missing.append(path or type(sub).__name__)
+                continue
+            seed_fn(derive_seed(seed, path))
             reset()
     if missing:
         raise NetArchitectError(

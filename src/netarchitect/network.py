@@ -247,17 +247,30 @@ class Network(nn.Module):
             raise TypeError(f"{self._spec.name}: missing input(s) {missing}")
         return values
 
-    def forward(self, *args: Tensor, return_nodes: Sequence[str] | None = None, **kwargs: Tensor) -> Any:
+    def _run_node(self, node_id: str, module: nn.Module, x: Tensor) -> Tensor:
+        """Run one node on its merged input (subclasses hook in here, e.g. checkpointing)."""
+        return module(x)
+
+    def _execute(self, values: dict[str, Tensor], node_ids: Sequence[str]) -> dict[str, Tensor]:
+        """Run ``node_ids`` (in execution order) on ``values``, adding each node's output."""
+        for node_id in node_ids:
+            node = self._node_specs[node_id]
+            x = merge_tensors([values[s] for s in node.inputs], node.merge, node.merge_dim)
+            values[node_id] = self._run_node(node_id, self.nodes[node_id], x)
+        return values
+
+    def _run(self, args: tuple[Any, ...], kwargs: dict[str, Any], wanted: Sequence[str]) -> dict[str, Tensor]:
+        """Bind the inputs, check the ``wanted`` node names and run what they need."""
         values = self._bind(args, kwargs)
-        wanted = list(return_nodes) if return_nodes is not None else list(self._spec.outputs)
         known = set(self._order) | set(self._input_names)
         for name in wanted:
             if name not in known:
                 raise SpecError(f"unknown node {name!r}{suggest(name, known)}", path="return_nodes")
-        for node_id in self._needed(tuple(wanted)):
-            node = self._node_specs[node_id]
-            x = merge_tensors([values[s] for s in node.inputs], node.merge, node.merge_dim)
-            values[node_id] = self.nodes[node_id](x)
+        return self._execute(values, self._needed(tuple(wanted)))
+
+    def forward(self, *args: Tensor, return_nodes: Sequence[str] | None = None, **kwargs: Tensor) -> Any:
+        wanted = list(return_nodes) if return_nodes is not None else list(self._spec.outputs)
+        values = self._run(args, kwargs, wanted)
         if return_nodes is not None:
             return {name: values[name] for name in wanted}
         outs = [values[o] for o in self._spec.outputs]

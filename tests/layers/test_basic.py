@@ -182,3 +182,38 @@ def test_reset_children_recurses_into_containers() -> None:
         seq[0][0].weight.fill_(100.0)
     _factory.reset_children(seq)
     assert bool((seq[0][0].weight.abs() < 100).all())
+
+
+def test_resolver_accepts_a_name_with_arguments() -> None:
+    from netarchitect.layers import get_act_layer, get_norm_layer
+
+    bn = get_norm_layer({"name": "batch_norm2d", "eps": 1e-3, "momentum": 0.01})(4)
+    assert (bn.eps, bn.momentum, bn.num_features) == (1e-3, 0.01, 4)
+    assert get_act_layer({"name": "leakyrelu", "negative_slope": 0.2})().negative_slope == 0.2
+    assert get_norm_layer({"name": "layernorm"}) is get_norm_layer("layernorm")
+    with pytest.raises(TypeError, match=r"no argument\(s\) \['epz'\] \(did you mean 'eps'\?\)"):
+        get_norm_layer({"name": "batchnorm2d", "epz": 1e-3})
+    with pytest.raises(TypeError, match="needs a 'name'"):
+        get_norm_layer({"eps": 1e-3})
+    with pytest.raises(_factory.UnknownLayerError, match="unknown norm layer 'batchnrm'"):
+        get_norm_layer({"name": "batchnrm"})
+
+
+def test_spec_with_layer_arguments_round_trips(tmp_path) -> None:
+    import netarchitect as na
+
+    spec = {
+        "name": "t",
+        "inputs": [{"name": "x", "shape": [3, 8, 8]}],
+        "nodes": [{"id": "c", "block": "conv_norm_act", "inputs": ["x"], "params": {
+            "out_channels": 4, "norm_layer": {"name": "batchnorm2d", "eps": 1e-3}}}],
+        "outputs": ["c"],
+    }
+    model = na.build(spec)
+    assert model.nodes["c"].norm.eps == 1e-3
+    na.save_spec(model.spec, tmp_path / "t.yaml")
+    assert na.build(tmp_path / "t.yaml").nodes["c"].norm.eps == 1e-3
+    bad = {**spec, "nodes": [{**spec["nodes"][0], "params": {
+        "out_channels": 4, "norm_layer": {"name": "batchnorm2d", "epz": 1e-3}}}]}
+    with pytest.raises(na.SpecError, match=r"nodes\[0\].params.*did you mean 'eps'"):
+        na.build(bad)

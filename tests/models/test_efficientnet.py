@@ -80,3 +80,12 @@ def test_mbconv_layout_and_init() -> None:
 def test_bad_multipliers(kwargs) -> None:
     with pytest.raises(SpecError, match="must be a positive number"):
         efficientnet(**kwargs, device="meta")
+
+
+def test_b5_to_b7_use_tensorflow_batchnorm_as_torchvision() -> None:
+    def norms(name: str) -> set[tuple[float, float]]:
+        model = na.create_model(name, device="meta")
+        return {(m.eps, m.momentum) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+
+    assert norms("efficientnet_b0") == {(1e-5, 0.1)}
+    assert norms("efficientnet_b5") == norms("efficientnet_b7") == {(1e-3, 0.01)}

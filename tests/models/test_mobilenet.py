@@ -78,3 +78,19 @@ def test_bad_width_multiplier(width) -> None:
 def test_unknown_arch() -> None:
     with pytest.raises(SpecError, match="arch='medium' must be one of"):
         mobilenet_v3(arch="medium", device="meta")
+
+
+def _batchnorms(model) -> list[torch.nn.BatchNorm2d]:
+    return [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+def test_batchnorm_hyperparameters_follow_torchvision() -> None:
+    v3 = na.create_model("mobilenet_v3_small", device="meta")
+    assert {(bn.eps, bn.momentum) for bn in _batchnorms(v3)} == {(1e-3, 0.01)}
+    v2 = na.create_model("mobilenet_v2", device="meta")
+    assert {(bn.eps, bn.momentum) for bn in _batchnorms(v2)} == {(1e-5, 0.1)}
+    custom = mobilenet_v2(width_mult=0.5, img_size=32, device="meta",
+                          norm_layer={"name": "batchnorm2d", "eps": 1e-4})
+    assert {bn.eps for bn in _batchnorms(custom)} == {1e-4}
+    rebuilt = na.build(custom.spec, device="meta")
+    assert {bn.eps for bn in _batchnorms(rebuilt)} == {1e-4}

@@ -34,8 +34,9 @@ __all__ = [
     "resolve_layer",
 ]
 
-#: A layer type as blocks accept it: a registered name, a class, a partial, or ``None``.
-LayerType = str | Callable[..., nn.Module] | None
+#: A layer type as blocks accept it: a registered name, a mapping ``{"name": ..., **kwargs}``
+#: (a name with constructor arguments, as specs write it), a class, a partial, or ``None``.
+LayerType = str | Mapping[str, Any] | Callable[..., nn.Module] | None
 
 
 class UnknownLayerError(RegistryError, ValueError):
@@ -86,6 +87,8 @@ def resolve_layer(
     """
     if layer is None:
         layer = "none"
+    if isinstance(layer, Mapping):
+        return _resolve_mapping(layer, table, kind=kind)
     if isinstance(layer, str):
         lookup = {canonical_name(k): v for k, v in table.items()}
         try:
@@ -105,6 +108,34 @@ def resolve_layer(
     if _accepts_factory_kwargs(layer):
         return layer
     return functools.partial(_without_factory_kwargs, layer)
+
+
+def _resolve_mapping(
+    layer: Mapping[str, Any], table: Mapping[str, Callable[..., nn.Module]], *, kind: str
+) -> Callable[..., nn.Module]:
+    """``{"name": "batchnorm2d", "eps": 1e-3}`` -> ``partial(BatchNorm2d, eps=1e-3)``."""
+    kwargs = dict(layer)
+    name = kwargs.pop("name", None)
+    if not isinstance(name, str):
+        raise TypeError(
+            f"{kind} layer given as a mapping needs a 'name' (a string), got {dict(layer)!r}"
+        )
+    ctor = resolve_layer(name, table, kind=kind)
+    if not kwargs:
+        return ctor
+    target = ctor.func if isinstance(ctor, functools.partial) else ctor
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        params = {}
+    open_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = sorted(k for k in kwargs if params and not open_kwargs and k not in params)
+    if unknown:
+        known = [k for k in params if k not in ("self", "device", "dtype")]
+        raise TypeError(
+            f"{kind} layer {name!r} has no argument(s) {unknown}{suggest(unknown[0], known)}"
+        )
+    return functools.partial(ctor, **kwargs)
 
 
 def check_positive_int(name: str, value: Any) -> None:

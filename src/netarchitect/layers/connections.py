@@ -147,6 +147,25 @@ class Residual(nn.Module):
     def reset_parameters(self) -> None:
         reset_children(self)
 
+    def zero_init_last(self) -> None:
+        """Zero the branch's output so the block starts as the identity (``post``: as
+        ``norm(x)``): ``fn.zero_init_last()`` when ``fn`` defines it, else the weight and
+        bias of the last linear or convolution layer of ``fn`` (registration order:
+        ``out_proj`` of attention, ``fc2``/``down_proj`` of an MLP)."""
+        if hasattr(self.fn, "zero_init_last"):
+            self.fn.zero_init_last()
+            return
+        last = None
+        for module in self.fn.modules():
+            if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+                last = module
+        if last is None:
+            raise TypeError(f"Residual.zero_init_last: {type(self.fn).__name__} has no linear or conv layer")
+        with torch.no_grad():
+            last.weight.zero_()
+            if last.bias is not None:
+                last.bias.zero_()
+
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         if self.mode == "post":
             return self.norm(x + self.drop_path(self.scale(self.fn(x, *args, **kwargs))))

@@ -133,6 +133,13 @@ def _hidden_channels(in_channels: int, expand_ratio: float) -> int:
     return round(in_channels * expand_ratio)
 
 
+def _zero_norm_weight(norm: nn.Module) -> None:
+    weight = getattr(norm, "weight", None)
+    if weight is not None:
+        with torch.no_grad():
+            weight.zero_()
+
+
 class _SkipBlock(nn.Module):
     """Base of blocks that add their input back (with stochastic depth) when shapes allow."""
 
@@ -150,6 +157,16 @@ class _SkipBlock(nn.Module):
 
     def reset_parameters(self) -> None:
         reset_children(self)
+
+    def zero_init_last(self) -> None:
+        """Zero the last norm's scale so a residual block starts as the identity
+        (used by the ``zero_last_in_residual`` init rule; no-op without a skip)."""
+        if self.has_skip:
+            _zero_norm_weight(self.last_norm())
+
+    def last_norm(self) -> nn.Module:
+        """The norm that closes the branch."""
+        return self.conv_pwl.norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.branch(x)
@@ -212,6 +229,9 @@ class DepthwiseSeparableConv(_SkipBlock):
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_pw(self.se(self.conv_dw(x)))
+
+    def last_norm(self) -> nn.Module:
+        return self.conv_pw.norm
 
     @classmethod
     def example(cls) -> Example:
@@ -336,6 +356,9 @@ class FusedMBConv(_SkipBlock):
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_pwl(self.se(self.conv_exp(x)))
 
+    def last_norm(self) -> nn.Module:
+        return self.conv_exp.norm if isinstance(self.conv_pwl, Identity) else self.conv_pwl.norm
+
     @classmethod
     def example(cls) -> Example:
         kwargs = {"in_channels": 8, "out_channels": 8, "expand_ratio": 2}
@@ -372,17 +395,20 @@ class _ResNetBlock(nn.Module):
                 make_norm(out_channels, **factory),
             )
         self.drop_path = DropPath(drop_path)
-        self.zero_init_last = zero_init_last
+        self._zero_last = zero_init_last
         return make_norm, make_act
 
-    def _zero_init_last(self) -> None:
-        norm = getattr(self, self.last_norm)
-        if self.zero_init_last and getattr(norm, "weight", None) is not None:
-            nn.init.zeros_(norm.weight)
+    def zero_init_last(self) -> None:
+        """Zero the last norm's scale so the block starts as (act of) its shortcut."""
+        _zero_norm_weight(getattr(self, self.last_norm))
+
+    def _apply_zero_init_last(self) -> None:
+        if self._zero_last:
+            self.zero_init_last()
 
     def reset_parameters(self) -> None:
         reset_children(self)
-        self._zero_init_last()
+        self._apply_zero_init_last()
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -442,7 +468,7 @@ class BasicBlock(_ResNetBlock):
         self.conv2 = conv3(out_channels, out_channels)
         self.bn2 = make_norm(out_channels, **factory)
         self.act = make_act(**factory)
-        self._zero_init_last()
+        self._apply_zero_init_last()
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn2(self.conv2(self.act(self.bn1(self.conv1(x)))))
@@ -521,7 +547,7 @@ class Bottleneck(_ResNetBlock):
         self.conv3 = Conv2d(width, out_channels, kernel_size=1, bias=False, **factory)
         self.bn3 = make_norm(out_channels, **factory)
         self.act = make_act(**factory)
-        self._zero_init_last()
+        self._apply_zero_init_last()
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.bn1(self.conv1(x)))
@@ -580,6 +606,11 @@ class ConvNeXtBlock(nn.Module):
 
     def reset_parameters(self) -> None:
         reset_children(self)
+
+    def zero_init_last(self) -> None:
+        """Zero the output projection so the block starts as the identity."""
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv_dw(x).permute(0, 2, 3, 1)  # (B, H, W, C)

@@ -26,7 +26,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..errors import SpecError
 from ..init import materialize
-from ..network import Network, NodeInfo, merge_tensors
+from ..network import Network, NodeInfo
 from ..registry import get_block, suggest
 from ..spec import NetworkSpec
 
@@ -167,31 +167,15 @@ class ClassifierNetwork(Network):
         """Recompute each parameterised body node during backward (training only)."""
         self.grad_checkpointing = bool(enable)
 
-    def _execute(self, values: dict[str, Tensor], node_ids: Sequence[str]) -> dict[str, Tensor]:
-        ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
-        for node_id in node_ids:
-            node = self._node_specs[node_id]
-            x = merge_tensors([values[s] for s in node.inputs], node.merge, node.merge_dim)
-            module = self.nodes[node_id]
-            if ckpt and node_id in self._checkpointed:
-                values[node_id] = checkpoint(module, x, use_reentrant=False)
-            else:
-                values[node_id] = module(x)
-        return values
-
-    def forward(
-        self, *args: Tensor, return_nodes: Sequence[str] | None = None, **kwargs: Tensor
-    ) -> Any:
-        values = self._bind(args, kwargs)
-        wanted = list(return_nodes) if return_nodes is not None else [self.head_node]
-        known = set(self._order) | set(self._input_names)
-        for name in wanted:
-            if name not in known:
-                raise SpecError(f"unknown node {name!r}{suggest(name, known)}", path="return_nodes")
-        self._execute(values, self._needed(tuple(wanted)))
-        if return_nodes is not None:
-            return {name: values[name] for name in wanted}
-        return values[self.head_node]
+    def _run_node(self, node_id: str, module: nn.Module, x: Tensor) -> Tensor:
+        if (
+            self.grad_checkpointing
+            and node_id in self._checkpointed
+            and self.training
+            and torch.is_grad_enabled()
+        ):
+            return checkpoint(module, x, use_reentrant=False)
+        return module(x)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The ``features`` node's output: the unpooled final feature map or tokens."""

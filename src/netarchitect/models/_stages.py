@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -25,6 +25,7 @@ __all__ = [
     "INIT_KAIMING_FAN_OUT",
     "SpecBuilder",
     "Stage",
+    "TF_BATCHNORM",
     "check_image_args",
     "check_positive",
     "drop_path_rates",
@@ -34,6 +35,10 @@ __all__ = [
 ]
 
 Params = Mapping[str, Any]
+
+#: BatchNorm with TensorFlow's defaults (eps 1e-3, decay 0.99), as torchvision's MobileNetV3
+#: and EfficientNet-B5…B7 (ported from TensorFlow checkpoints) use it.
+TF_BATCHNORM: Mapping[str, Any] = {"name": "batchnorm2d", "eps": 1e-3, "momentum": 0.01}
 
 #: He et al. init of convolutions (fan-out, ReLU gain) — ResNet, MobileNet, EfficientNet.
 INIT_KAIMING_FAN_OUT = (
@@ -169,19 +174,23 @@ class SpecBuilder:
         *,
         act_layer: str,
         drop_path_rate: float = 0.0,
+        norm_layer: Any = "batchnorm2d",
     ) -> None:
         """MobileNet/EfficientNet body: a 3×3 stride-2 ``stem``, the stages (marked at each
-        stride), and a 1×1 ``final_conv`` to ``final_channels``."""
+        stride), and a 1×1 ``final_conv`` to ``final_channels``, all with ``norm_layer``
+        (left out of the spec when it is the blocks' default BatchNorm)."""
+        norm = {} if norm_layer == "batchnorm2d" else {"norm_layer": norm_layer}
         self.add(
             "stem",
             "conv_norm_act",
-            {"out_channels": stem_channels, "stride": 2, "act_layer": act_layer},
+            {"out_channels": stem_channels, "stride": 2, "act_layer": act_layer, **norm},
         )
+        stages = [replace(st, params={**st.params, **norm}) for st in stages]
         self.add_stages(stages, drop_path_rate=drop_path_rate, mark="stride")
         self.add(
             "final_conv",
             "conv_norm_act",
-            {"out_channels": final_channels, "kernel_size": 1, "act_layer": act_layer},
+            {"out_channels": final_channels, "kernel_size": 1, "act_layer": act_layer, **norm},
         )
 
     def add_head(

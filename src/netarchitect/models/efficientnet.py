@@ -29,6 +29,7 @@ from ..registry import Example, register_model
 from ._classifier import ClassifierNetwork
 from ._stages import (
     INIT_KAIMING_FAN_OUT,
+    TF_BATCHNORM,
     SpecBuilder,
     Stage,
     check_image_args,
@@ -77,6 +78,9 @@ EFFICIENTNET_PARAMS = {
     "b7": (2.0, 3.1, 600, 0.5),
 }
 
+#: Variants whose BatchNorm uses TensorFlow's eps/momentum in torchvision.
+_TF_NORM_VARIANTS = ("b5", "b6", "b7")
+
 #: The compound-scaling bases (α depth, β width, γ resolution) found for B0.
 COMPOUND_COEFFICIENTS = (1.2, 1.1, 1.15)
 
@@ -98,6 +102,7 @@ def efficientnet(
     stem_channels: int = 32,
     se_ratio: float = 0.25,
     act_layer: str = "silu",
+    norm_layer: Any = "batchnorm2d",
     in_chans: int = 3,
     num_classes: int = 1000,
     img_size: int = 224,
@@ -136,6 +141,7 @@ def efficientnet(
         4 * width(stages[-1][3]),
         act_layer=act_layer,
         drop_path_rate=drop_path_rate,
+        norm_layer=norm_layer,
     )
     b.add_head(num_classes, drop_rate=drop_rate)
     init: list[dict[str, Any]] = [*INIT_KAIMING_FAN_OUT]
@@ -185,6 +191,8 @@ def _released(key: str) -> Any:
         "drop_rate": dropout,
         "name": f"efficientnet_{key}",
     }
+    if key in _TF_NORM_VARIANTS:
+        defaults["norm_layer"] = TF_BATCHNORM
 
     def builder(**kwargs: Any) -> ClassifierNetwork:
         return variant(efficientnet, defaults, kwargs)

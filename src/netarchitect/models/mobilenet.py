@@ -21,6 +21,7 @@ from ..registry import Example, register_model
 from ._classifier import ClassifierNetwork
 from ._stages import (
     INIT_KAIMING_FAN_OUT,
+    TF_BATCHNORM,
     SpecBuilder,
     Stage,
     check_image_args,
@@ -116,6 +117,7 @@ def mobilenet_v2(
     img_size: int = 224,
     drop_rate: float = 0.2,
     drop_path_rate: float = 0.0,
+    norm_layer: Any = "batchnorm2d",
     name: str = "mobilenet_v2",
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
@@ -143,6 +145,7 @@ def mobilenet_v2(
         make_divisible(1280 * max(1.0, width_mult), round_nearest),
         act_layer="relu6",
         drop_path_rate=drop_path_rate,
+        norm_layer=norm_layer,
     )
     b.add_head(num_classes, drop_rate=drop_rate)
     return b.build(_INIT, device=device, dtype=dtype, seed=seed)
@@ -158,13 +161,15 @@ def mobilenet_v3(
     img_size: int = 224,
     drop_rate: float = 0.2,
     drop_path_rate: float = 0.0,
+    norm_layer: Any = TF_BATCHNORM,
     name: str = "mobilenet_v3",
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     seed: int | None = None,
 ) -> ClassifierNetwork:
     """The MobileNetV3 family builder: ``arch`` picks a block table and head width of
-    :data:`MOBILENET_V3_CONFIGS`; ``rows`` replaces the block table."""
+    :data:`MOBILENET_V3_CONFIGS`; ``rows`` replaces the block table. BatchNorm as
+    torchvision (``eps=1e-3, momentum=0.01``)."""
     _common(in_chans, num_classes, img_size, width_mult)
     if arch not in MOBILENET_V3_CONFIGS:
         raise SpecError(f"arch={arch!r} must be one of {sorted(MOBILENET_V3_CONFIGS)}", path="arch")
@@ -191,7 +196,12 @@ def mobilenet_v3(
     ]
     b = SpecBuilder(name, (in_chans, img_size, img_size))
     b.add_mobile_body(
-        width(16), stages, 6 * width(rows[-1][2]), act_layer=_HS, drop_path_rate=drop_path_rate
+        width(16),
+        stages,
+        6 * width(rows[-1][2]),
+        act_layer=_HS,
+        drop_path_rate=drop_path_rate,
+        norm_layer=norm_layer,
     )
     hidden_head = [("fc", "linear", {"out_features": width(head_width)}), ("act", _HS, {})]
     b.add_head(num_classes, pre=hidden_head, drop_rate=drop_rate)
