@@ -36,10 +36,11 @@ def test_dense_block_concatenates_growth():
     assert [shapes[k][0] for k in ("stem", "cat1", "cat2", "cat3")] == [16, 24, 32, 40]
 
 
-def test_readme_python_quickstart_runs(monkeypatch):
-    """The README's Python quickstart is executed verbatim."""
+def test_readme_python_blocks_run(monkeypatch):
+    """Every Python block of the README (quickstart, models) is executed verbatim."""
     text = (REPO / "README.md").read_text()
-    block = re.search(r"```python\n(.*?)```", text, re.S)
-    assert block is not None
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 2
     monkeypatch.chdir(REPO)
-    exec(compile(block.group(1), "README.md", "exec"), {})
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})

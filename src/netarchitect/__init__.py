@@ -8,7 +8,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from .errors import BudgetError, NetArchitectError, RegistryError, ShapeError, SpecError
+from .errors import BudgetError, NetArchitectError, RegistryError, ShapeError, SpecError, UnknownLayerError
 from .init import InitPolicy, InitRule, initialize, materialize
 from .network import Network, build, infer_shapes
 from .registry import (
@@ -51,6 +51,7 @@ __all__ = [
     "NetworkSpec",
     "NodeSpec",
     "RegistryError",
+    "UnknownLayerError",
     "ShapeError",
     "SpecError",
     "__version__",

@@ -14,6 +14,7 @@ __all__ = [
     "ShapeError",
     "BudgetError",
     "RegistryError",
+    "UnknownLayerError",
     "Problem",
 ]
 
@@ -92,3 +93,8 @@ class RegistryError(NetArchitectError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class UnknownLayerError(RegistryError, ValueError):
+    """A layer-type name (``norm_layer="batchnrm"``) is unknown to a layer factory; both a
+    :class:`RegistryError` and a ``ValueError``."""

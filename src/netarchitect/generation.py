@@ -3,8 +3,12 @@
 Works with any model whose forward is ``model(input_ids, *, attention_mask=, kv_cache=)``
 and returns logits (B, T, V) — or an object with ``.logits`` — such as
 :class:`~netarchitect.models._lm_base.DecoderLM`; with ``use_cache`` the model must also
-have ``new_cache(max_length)`` returning one :class:`~netarchitect.layers.kv_cache.KVCache`
-per layer. A forward that takes ``logits_to_keep`` is asked for the last position only.
+have ``new_cache(max_length)`` returning one cache per layer — a
+:class:`~netarchitect.layers.kv_cache.KVCache`, or for encoder-decoder models an
+:class:`~netarchitect.layers.kv_cache.EncoderDecoderCache` that also keeps the projected
+encoder output. ``generate`` makes fresh caches on each call, so whatever they hold is
+computed once per call and reused at every step. A forward that takes ``logits_to_keep``
+is asked for the last position only.
 """
 
 from __future__ import annotations

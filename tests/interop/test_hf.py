@@ -163,9 +163,12 @@ def test_unsupported_models_and_configs() -> None:
         from_hf(tf.GPT2ForSequenceClassification(gpt2_config()))
     with pytest.raises(TypeError, match="cannot convert"):
         to_hf(perceiver(in_features=4, num_latents=2, latent_dim=8, depth=1, num_heads=2))
-    bad_rope = {"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0}
+    bad_rope = {"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0}
     with pytest.raises(ValueError, match="rope_type"):
         from_hf(tf.LlamaForCausalLM(llama_config(rope_parameters=bad_rope)))
+    partial = {**LLAMA3_ROPE, "partial_rotary_factor": 0.5}
+    with pytest.raises(ValueError, match="partial_rotary_factor"):
+        from_hf(tf.LlamaForCausalLM(llama_config(**LONG, rope_parameters=partial)))
     with pytest.raises(ValueError, match="hidden_act"):
         from_hf(tf.LlamaForCausalLM(llama_config(hidden_act="gelu")))
     with pytest.raises(ValueError, match="activation"):
@@ -201,3 +204,44 @@ def test_mismatched_weights_and_other_structures() -> None:
     small = {"vocab_size": V, "dim": 32, "depth": 1, "num_heads": 4, "max_positions": 16}
     with pytest.raises(ValueError, match="qk-norm"):
         to_hf(gpt(**small, qk_norm="layernorm"))
+
+
+# head_dim 16, base 10000: wavelengths 6.3, 19.9, 62.8, ... straddle the llama3 bands
+# (kept below 32 / 4 = 8, divided by the factor above 32 / 1), at positions up to 48 > 32.
+LONG = {"head_dim": 16, "max_position_embeddings": 64}
+LLAMA3_ROPE = {
+    "rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 32,
+}
+
+
+@pytest.mark.parametrize(
+    "rope", [LLAMA3_ROPE, {"rope_type": "linear", "factor": 3.0}], ids=["llama3", "linear"]
+)
+def test_scaled_rope_converts_both_ways(rope: dict) -> None:
+    hf_model = randomize(tf.LlamaForCausalLM(llama_config(**LONG, rope_scaling=dict(rope))))
+    x = ids(2, 48)
+    ref = hf_logits(hf_model, x)
+    ours = from_hf(hf_model)
+    scaling = ours.blocks[1].attn.fn.rotary.scaling
+    assert scaling["type"] == rope["rope_type"] and scaling["factor"] == rope["factor"]
+    torch.testing.assert_close(ours_logits(ours, x), ref, **TOL)
+    back = to_hf(ours)
+    assert {k: back.config.rope_parameters[k] for k in rope} == rope
+    torch.testing.assert_close(hf_logits(back, x), ref, **TOL)
+    plain = randomize(tf.LlamaForCausalLM(llama_config(**LONG)))
+    assert not torch.allclose(hf_logits(plain, x), ref, **TOL)  # the scaling matters here
+
+
+def test_scaled_llama_to_hf_matches() -> None:
+    scaling = {
+        "type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_positions": 32,
+    }
+    ours = randomize(llama(vocab_size=V, dim=32, depth=1, num_heads=2, num_kv_heads=1,
+                           hidden_dim=40, max_positions=64, rope_scaling=scaling))
+    x = ids(1, 48)
+    hf_model = to_hf(ours)
+    assert hf_model.config.rope_parameters["original_max_position_embeddings"] == 32
+    torch.testing.assert_close(hf_logits(hf_model, x), ours_logits(ours, x), **TOL)
+    assert from_hf(hf_model).blocks[0].attn.fn.rotary.scaling == scaling

@@ -4,7 +4,7 @@ from torch.testing import assert_close
 
 from netarchitect.errors import SpecError
 from netarchitect.layers.attention import MultiHeadAttention
-from netarchitect.layers.kv_cache import KVCache
+from netarchitect.layers.kv_cache import EncoderDecoderCache, KVCache
 
 B, DIM, H = 2, 16, 4
 
@@ -52,6 +52,22 @@ def test_cross_attention_cache_reuses_context():
     second = mod(x[:, 1:], ctx * 0, kv_cache=cache)  # context ignored once cached
     assert cache.length == 5
     assert_close(torch.cat([first, second], 1), mod(x, ctx))
+    with pytest.raises(ValueError, match=r"\(B, S\) = \(2, 5\), got \(2, 4\).*reset"):
+        mod(x, ctx[:, :4], kv_cache=cache)  # a different context needs a reset cache
+
+
+def test_encoder_decoder_cache_object():
+    caches = EncoderDecoderCache.create(2, max_length=6)
+    cache = caches[0]
+    assert len(caches) == 2 and caches[0] is not caches[1] and cache.self_attn.max_length == 6
+    assert cache.cross_attn.max_length is None  # the context length is not known in advance
+    k = torch.randn(1, 2, 3, 4)
+    cache.self_attn.update(k, k)
+    cache.cross_attn.update(k[:, :, :2], k[:, :, :2])
+    assert cache.length == len(cache) == 3
+    assert repr(cache) == "EncoderDecoderCache(length=3, context_length=2, max_length=6)"
+    cache.reset()
+    assert cache.length == 0 and cache.cross_attn.length == 0
 
 
 def test_kv_cache_object():

@@ -11,6 +11,7 @@ from netarchitect.layers.positional import (
     RotaryEmbedding,
     alibi_slopes,
     apply_rotary,
+    rope_scaling_config,
     rotate_half,
     t5_relative_bucket,
 )
@@ -134,3 +135,118 @@ def test_positional_modules_build_on_meta():
     rb = RelativePositionBias(4, device="meta", dtype=torch.float64)
     assert rb.bias.is_meta and rb.bias.dtype == torch.float64
     assert "num_buckets=None" in repr(rb)
+
+
+def llama3(factor=8.0, low=1.0, high=4.0, context=8192):
+    return {
+        "type": "llama3", "factor": factor, "low_freq_factor": low, "high_freq_factor": high,
+        "original_max_positions": context,
+    }
+
+
+def _hf_inv_freq(head_dim: int, base: float, scaling: dict) -> torch.Tensor:
+    """transformers' own rescaled inverse frequencies for the same settings."""
+    tf = pytest.importorskip("transformers")
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    names = {"type": "rope_type", "original_max_positions": "original_max_position_embeddings"}
+    rope = {names.get(k, k): v for k, v in scaling.items()}
+    config = tf.LlamaConfig(
+        hidden_size=2 * head_dim, num_attention_heads=2, head_dim=head_dim,
+        max_position_embeddings=4 * rope.get("original_max_position_embeddings", 64),
+        rope_parameters={**rope, "rope_theta": base},
+    )
+    return ROPE_INIT_FUNCTIONS[rope["rope_type"]](config)[0]
+
+
+@pytest.mark.parametrize(
+    ("head_dim", "base", "scaling"),
+    [
+        (128, 500000.0, llama3()),  # LLaMA-3.1-8B
+        (64, 500000.0, llama3(factor=32.0)),  # LLaMA-3.2-1B
+        (16, 10000.0, llama3(factor=4.0, context=32)),
+        (32, 100.0, llama3(factor=2.0, low=2.0, high=8.0, context=64)),
+        (16, 10000.0, {"type": "linear", "factor": 4.0}),
+    ],
+)
+def test_scaled_inverse_frequencies_match_transformers(head_dim, base, scaling):
+    rope = RotaryEmbedding(head_dim, base=base, scaling=scaling)
+    plain = RotaryEmbedding(head_dim, base=base).inv_freq
+    assert_close(rope.inv_freq, _hf_inv_freq(head_dim, base, scaling))
+    if scaling["type"] == "llama3":  # every band occurs: kept, interpolated, divided by factor
+        ratio = plain / rope.inv_freq
+        kept, divided = torch.isclose(ratio, torch.tensor(1.0)), torch.isclose(
+            ratio, torch.tensor(scaling["factor"])
+        )
+        assert kept.any() and divided.any() and (~kept & ~divided).any()
+
+
+def test_scaling_applies_to_the_tables_and_is_plain_data():
+    scaled = RotaryEmbedding(16, scaling=llama3(factor=4.0, context=32))
+    cos, sin = scaled(40, 8)
+    angles = torch.arange(40, 48, dtype=torch.float64)[:, None] * scaled.inv_freq.double()
+    assert_close(cos, torch.cat([angles, angles], -1).cos().float())
+    assert_close(sin, torch.cat([angles, angles], -1).sin().float())
+    assert scaled.scaling == llama3(factor=4.0, context=32) and type(scaled.scaling) is dict
+    assert "llama3" in repr(scaled)
+    # a number is linear interpolation; 1 and None change nothing
+    assert RotaryEmbedding(8, scaling=2).scaling == {"type": "linear", "factor": 2.0}
+    assert_close(RotaryEmbedding(8, scaling=1.0).inv_freq, RotaryEmbedding(8).inv_freq)
+    meta = RotaryEmbedding(8, scaling=llama3(), device="meta", dtype=torch.float64)
+    assert meta.inv_freq.is_meta and meta.inv_freq.dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    ("scaling", "path"),
+    [
+        ("llama3", "rope_scaling"),
+        ({"factor": 2.0}, "rope_scaling.type"),
+        ({"type": "yarn", "factor": 2.0}, "rope_scaling.type"),
+        ({"type": "linear"}, "rope_scaling.factor"),
+        ({"type": "linear", "factor": 2.0, "low_freq_factor": 1.0}, "rope_scaling.low_freq_factor"),
+        ({**llama3(), "high_freq_factor": None}, "rope_scaling.high_freq_factor"),
+        ({k: v for k, v in llama3().items() if k != "original_max_positions"},
+         "rope_scaling.original_max_positions"),
+        (llama3(factor=0.0), "rope_scaling.factor"),
+        (llama3(factor=-8.0), "rope_scaling.factor"),
+        ({"type": "linear", "factor": True}, "rope_scaling.factor"),
+        (llama3(factor=float("nan")), "rope_scaling.factor"),
+        (llama3(low=0.0), "rope_scaling.low_freq_factor"),
+        (llama3(low=4.0, high=4.0), "rope_scaling.low_freq_factor"),
+        (llama3(low=5.0, high=4.0), "rope_scaling.low_freq_factor"),
+        (llama3(context=0), "rope_scaling.original_max_positions"),
+        (llama3(context=8192.5), "rope_scaling.original_max_positions"),
+    ],
+)
+def test_bad_rope_scaling_names_the_key(scaling, path):
+    with pytest.raises(SpecError) as info:
+        RotaryEmbedding(8, scaling=scaling)
+    assert info.value.path == path and path in str(info.value)
+
+
+def test_rope_scaling_config_suggests_and_copies():
+    with pytest.raises(SpecError, match="did you mean 'llama3'"):
+        rope_scaling_config({"type": "llama", "factor": 2.0})
+    given = llama3(context=8192.0)
+    config = rope_scaling_config(given)
+    assert config == llama3() and type(config["original_max_positions"]) is int
+    assert config is not given and rope_scaling_config(None) is None
+
+
+def test_scaled_rope_in_a_spec_round_trips(tmp_path):
+    import netarchitect as na
+
+    scaling = llama3(factor=4.0, context=8)
+    spec = {
+        "name": "rope", "inputs": {"x": {"shape": [12, 16]}}, "outputs": ["attn"],
+        "nodes": [{"id": "attn", "block": "multi_head_attention", "inputs": ["x"],
+                   "params": {"num_heads": 2, "pos": "rope", "rope_scaling": scaling}}],
+    }
+    model = na.build(spec, seed=0)
+    again = na.build(model.spec, seed=0)
+    assert na.spec_hash(again.spec) == na.spec_hash(model.spec) == na.spec_hash(na.load_spec(spec))
+    assert again.nodes["attn"].rotary.scaling == scaling
+    saved = na.load_spec(na.save_spec(model.spec, tmp_path / "rope.yaml"))
+    assert na.spec_hash(saved) == na.spec_hash(model.spec)
+    x = torch.randn(2, 12, 16, generator=torch.Generator().manual_seed(0))
+    assert_close(again(x), model(x))

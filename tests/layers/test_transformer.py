@@ -1,10 +1,14 @@
+import inspect
+
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.testing import assert_close
 
+from netarchitect.layers.attention import MultiHeadAttention
 from netarchitect.layers.kv_cache import KVCache
-from netarchitect.layers.transformer import TransformerBlock
+from netarchitect.layers.transformer import CROSS_ATTENTION_OPTIONS, TransformerBlock
 
 DIM, H, FF = 16, 4, 24
 
@@ -70,7 +74,9 @@ def test_cross_attention_block_and_cache():
     x, ctx = _x(2, 5, DIM), _x(2, 3, 8, seed=1)
     ckpm = torch.tensor([[False, False, False], [False, True, True]])
     full = blk(x, is_causal=True, context=ctx, context_key_padding_mask=ckpm)
-    cache = KVCache()
+    cache, cross = KVCache(), KVCache()
+    calls = []
+    hook = blk.cross_attn.fn.k_proj.register_forward_hook(lambda *_: calls.append(1))
     steps = [
         blk(
             x[:, t : t + 1],
@@ -78,14 +84,73 @@ def test_cross_attention_block_and_cache():
             kv_cache=cache,
             context=ctx,
             context_key_padding_mask=ckpm,
+            cross_kv_cache=cross,
         )
         for t in range(5)
     ]
+    hook.remove()
     assert_close(torch.cat(steps, 1), full)
+    assert len(calls) == 1 and cache.length == 5 and cross.length == 3  # context projected once
     with pytest.raises(ValueError, match="pass context"):
         blk(x)
-    with pytest.raises(ValueError, match="cross_attention=False"):
-        TransformerBlock(DIM, H)(x, context=ctx)
+    for kwargs in ({"context": ctx}, {"cross_kv_cache": KVCache()}):
+        with pytest.raises(ValueError, match="cross_attention=False"):
+            TransformerBlock(DIM, H)(x, **kwargs)
+
+
+SHARED = {"qkv_bias": False, "out_bias": False, "qk_norm": "rmsnorm", "scale": 0.3}
+SHARED_GQA = {**SHARED, "num_kv_heads": 2, "head_dim": 6}
+SELF_ONLY = {"pos": "rope", "rope_base": 500.0, "window": 3}
+
+
+def _naive_cross(mha, x, ctx, kpm, shared):
+    """Cross-attention written out with ``mha``'s weights and the options in ``shared``."""
+    B, T = x.shape[:2]
+    Hkv = shared.get("num_kv_heads", H)
+    D = shared.get("head_dim", DIM // H)
+    bias = shared.get("qkv_bias", True)
+
+    def proj(lin, inp, heads):
+        return F.linear(inp, lin.weight, lin.bias if bias else None).view(B, -1, heads, D)
+
+    q, k, v = proj(mha.q_proj, x, H), proj(mha.k_proj, ctx, Hkv), proj(mha.v_proj, ctx, Hkv)
+    if shared.get("qk_norm") == "rmsnorm":
+        q = F.rms_norm(q, (D,), mha.q_norm.weight)
+        k = F.rms_norm(k, (D,), mha.k_norm.weight)
+    k, v = k.repeat_interleave(H // Hkv, dim=2), v.repeat_interleave(H // Hkv, dim=2)
+    scores = torch.einsum("bthd,bshd->bhts", q, k) * shared.get("scale", D**-0.5)
+    scores = scores.masked_fill(kpm[:, None, None, :], float("-inf"))
+    out = torch.einsum("bhts,bshd->bthd", scores.softmax(-1), v).reshape(B, T, H * D)
+    out_bias = mha.out_proj.bias if shared.get("out_bias", True) else None
+    return F.linear(out, mha.out_proj.weight, out_bias)
+
+
+@pytest.mark.parametrize("shared", [{}, SHARED, SHARED_GQA])
+def test_cross_attention_equals_hand_built_reference(shared):
+    blk = _randomize(TransformerBlock(DIM, H, cross_attention=True, context_dim=8, **shared))
+    blk.eval()
+    x, ctx = _x(2, 5, DIM), _x(2, 3, 8, seed=1)
+    kpm = torch.tensor([[False, False, False], [False, False, True]])
+    h = blk.attn(x, is_causal=True)
+    cross = _naive_cross(blk.cross_attn.fn, blk.cross_attn.norm(h), ctx, kpm, shared)
+    ref = blk.mlp(h + cross)
+    assert_close(blk(x, is_causal=True, context=ctx, context_key_padding_mask=kpm), ref)
+
+
+def test_cross_attention_takes_shared_options_not_positional_ones():
+    assert set(CROSS_ATTENTION_OPTIONS) < set(inspect.signature(MultiHeadAttention).parameters)
+    plain = TransformerBlock(DIM, H, cross_attention=True, context_dim=8).cross_attn.fn
+    # q (16x16 + 16), k and v (8x16 + 16 each), out (16x16 + 16)
+    assert sum(p.numel() for p in plain.parameters()) == 272 + 2 * 144 + 272
+    blk = TransformerBlock(DIM, H, cross_attention=True, context_dim=8, **SHARED_GQA, **SELF_ONLY)
+    cross, self_attn = blk.cross_attn.fn, blk.attn.fn
+    assert all(p.bias is None for p in (cross.q_proj, cross.k_proj, cross.v_proj, cross.out_proj))
+    assert isinstance(cross.q_norm, nn.RMSNorm) and isinstance(cross.k_norm, nn.RMSNorm)
+    assert (cross.scale, cross.num_kv_heads, cross.head_dim) == (0.3, 2, 6)
+    # q (16x24), k and v (8x12 each), out (24x16), q/k RMSNorm weights (6 each); no biases
+    assert sum(p.numel() for p in cross.parameters()) == 384 + 2 * 96 + 384 + 2 * 6
+    assert cross.pos is None and cross.rotary is None and cross.window is None
+    assert self_attn.pos == "rope" and self_attn.window == 3 and self_attn.scale == 0.3
 
 
 def test_options_are_wired():

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import netarchitect as na
 from netarchitect.errors import SpecError
 from netarchitect.generation import generate
+from netarchitect.layers.kv_cache import EncoderDecoderCache, KVCache
 from netarchitect.models.encoder_decoder import EncoderDecoderTransformer, encoder_decoder
 
 TINY = {
@@ -45,6 +46,43 @@ def test_shapes_and_cached_decoding(kwargs) -> None:
     steps = [model.decode(tgt[:, :2], memory, kv_cache=cache)]
     steps += [model.decode(tgt[:, t : t + 1], memory, kv_cache=cache) for t in range(2, 6)]
     torch.testing.assert_close(torch.cat(steps, dim=1), logits, atol=1e-5, rtol=1e-5)
+    assert isinstance(cache[0], EncoderDecoderCache)
+    assert cache[0].length == 6 and cache[0].cross_attn.length == 7  # source projected once
+
+
+def test_plain_self_attention_caches_still_decode() -> None:
+    model = tiny()
+    src, tgt = ids(2, 7), ids(2, 4, seed=1)
+    memory, cache = model.encode(src), KVCache.create(2)
+    steps = [model.decode(tgt[:, t : t + 1], memory, kv_cache=cache) for t in range(4)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), model(src, tgt), atol=1e-5, rtol=1e-5)
+    assert cache[0].length == 4
+
+
+def test_generate_projects_the_source_once_per_call() -> None:
+    """Cached generation projects the encoder output once and matches full recomputation."""
+    model = tiny()
+    src, start = ids(2, 7), torch.zeros(2, 1, dtype=torch.long)
+    src_mask = torch.tensor([[1] * 7, [1] * 5 + [0] * 2])
+    bound = model.bind(src, src_mask=src_mask)
+    projections, logits = [], []
+    hooks = [
+        model.decoder[1].cross_attn.fn.k_proj.register_forward_hook(
+            lambda *_: projections.append(1)
+        ),
+        bound.register_forward_hook(lambda _m, _a, out: logits.append(out[:, -1])),
+    ]
+    cached = generate(bound, start, 5, temperature=0)
+    assert len(projections) == 1
+    cached_logits, logits[:] = torch.stack(logits), []
+    uncached = generate(bound, start, 5, temperature=0, use_cache=False)
+    assert len(projections) == 1 + 5  # without the cache: once per step
+    torch.testing.assert_close(torch.stack(logits), cached_logits, atol=1e-5, rtol=1e-5)
+    assert torch.equal(cached, uncached)
+    generate(bound, start, 3, temperature=0)
+    assert len(projections) == 1 + 5 + 1  # each generate call starts a fresh cache
+    for hook in hooks:
+        hook.remove()
 
 
 def test_decoder_is_causal_and_sees_the_source() -> None:
@@ -83,6 +121,9 @@ def test_named_sizes() -> None:
     assert base.embed_scale == pytest.approx(512**0.5) and len(base.decoder) == 6
     t5 = na.create_model("t5-small", device="meta")
     assert t5.decoder[0].attn.fn.pos == "relative" and t5.decoder[0].mlp.fn.fc1.bias is None
+    cross = t5.decoder[0].cross_attn.fn  # T5 has no biases in cross-attention either
+    assert cross.q_proj.bias is None and cross.out_proj.bias is None and cross.pos is None
+    assert base.decoder[0].cross_attn.fn.k_proj.bias is not None
     assert "pos='relative'" in repr(t5)
 
 
@@ -92,5 +133,5 @@ def test_bad_arguments() -> None:
     with pytest.raises(SpecError):
         tiny(norm="sandwich")
     model = tiny()
-    with pytest.raises(ValueError, match="one KVCache per decoder block"):
+    with pytest.raises(ValueError, match=r"one cache per decoder block \(2\), got 0"):
         model.decode(ids(1, 2), model.encode(ids(1, 3)), kv_cache=[])

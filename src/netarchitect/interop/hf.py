@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from ..layers.activation import GELU, GELUTanh, ReLU, SiLU
 from ..layers.mlp import MLP, GatedMLP
+from ..layers.positional import ROPE_SCALING_KEYS
 from ..models._lm_base import DecoderLM
 from ..models.bert import BertForMaskedLM, BertForSequenceClassification, BertModel, bert
 from ..models.gpt import gpt
@@ -199,10 +200,38 @@ def _llama_rules(model: DecoderLM, prefix: str, head: bool) -> list[Rule]:
     return rules + [Rule("lm_head.weight", ("head.weight",))] if head else rules
 
 
+#: Our RoPE scaling keys whose transformers ``rope_parameters`` names differ.
+_ROPE_KEY_TO_HF = {
+    "type": "rope_type",
+    "original_max_positions": "original_max_position_embeddings",
+}
+
+
+def _rope_scaling_from_hf(rope: dict[str, Any]) -> dict[str, Any] | None:
+    """Our ``rope_scaling`` for transformers ``rope_parameters`` (``None``: plain RoPE)."""
+    kind = rope.get("rope_type", "default")
+    if kind == "default":
+        return None
+    if kind not in ROPE_SCALING_KEYS:
+        raise ValueError(
+            f"LLaMA rope_type {kind!r} is not supported (only 'default', "
+            f"{', '.join(repr(k) for k in ROPE_SCALING_KEYS)})"
+        )
+    if rope.get("partial_rotary_factor", 1.0) != 1.0:
+        raise ValueError("LLaMA RoPE with partial_rotary_factor != 1 is not supported")
+    keys = ("type", *ROPE_SCALING_KEYS[kind])
+    return {key: rope.get(_ROPE_KEY_TO_HF.get(key, key)) for key in keys}
+
+
+def _rope_parameters_to_hf(base: float, scaling: dict[str, Any] | None) -> dict[str, Any]:
+    """transformers ``rope_parameters`` for RoPE with ``base`` and our ``scaling``."""
+    hf_scaling = {_ROPE_KEY_TO_HF.get(k, k): v for k, v in (scaling or {}).items()}
+    return {"rope_type": "default", "rope_theta": base, **hf_scaling}
+
+
 def _llama_from_config(config: Any, factory: dict[str, Any]) -> DecoderLM:
     rope = dict(config.rope_parameters or {})
-    if rope.get("rope_type", "default") != "default":
-        raise ValueError(f"LLaMA rope_type {rope['rope_type']!r} is not supported (only 'default')")
+    rope_scaling = _rope_scaling_from_hf(rope)
     if config.hidden_act not in ("silu", "swish"):
         raise ValueError(f"LLaMA hidden_act {config.hidden_act!r} is not supported (only 'silu')")
     return llama(
@@ -215,6 +244,7 @@ def _llama_from_config(config: Any, factory: dict[str, Any]) -> DecoderLM:
         hidden_dim=config.intermediate_size,
         max_positions=config.max_position_embeddings,
         rope_base=rope.get("rope_theta", 10000.0),
+        rope_scaling=rope_scaling,
         norm_eps=config.rms_norm_eps,
         tie_embeddings=config.tie_word_embeddings,
         bias=config.attention_bias,
@@ -229,8 +259,6 @@ def _llama_config(model: DecoderLM) -> dict[str, Any]:
     if not isinstance(mlp.act, SiLU):
         raise TypeError(f"LLaMA's MLP is SwiGLU: got activation {type(mlp.act).__name__}")
     assert attn.rotary is not None
-    if attn.rotary.scaling != 1.0:
-        raise ValueError("rope_scaling has no transformers LLaMA equivalent here")
     return {
         "vocab_size": model.vocab_size,
         "hidden_size": model.dim,
@@ -241,7 +269,7 @@ def _llama_config(model: DecoderLM) -> dict[str, Any]:
         "head_dim": attn.head_dim,
         "max_position_embeddings": model.max_positions,
         "rms_norm_eps": model.norm.eps,
-        "rope_parameters": {"rope_type": "default", "rope_theta": attn.rotary.base},
+        "rope_parameters": _rope_parameters_to_hf(attn.rotary.base, attn.rotary.scaling),
         "tie_word_embeddings": model.tie_embeddings,
         "attention_bias": attn.q_proj.bias is not None,
         "mlp_bias": mlp.gate_proj.bias is not None,
@@ -393,7 +421,7 @@ def from_hf(hf_model: nn.Module) -> nn.Module:
 
     Built from ``hf_model.config`` in the dtype of its weights, on the CPU, holding copies
     of its weights, in the same train/eval mode. Raises ``TypeError`` for unsupported
-    classes and ``ValueError`` for configs with no equivalent (e.g. RoPE rescaling).
+    classes and ``ValueError`` for configs with no equivalent (e.g. YaRN RoPE rescaling).
     """
     family, kind = _family_of(hf_model)
     config = hf_model.config

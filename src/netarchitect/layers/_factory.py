@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import RegistryError, SpecError
+from ..errors import SpecError, UnknownLayerError
 from ..registry import suggest
 
 __all__ = [
@@ -37,10 +37,6 @@ __all__ = [
 #: A layer type as blocks accept it: a registered name, a mapping ``{"name": ..., **kwargs}``
 #: (a name with constructor arguments, as specs write it), a class, a partial, or ``None``.
 LayerType = str | Mapping[str, Any] | Callable[..., nn.Module] | None
-
-
-class UnknownLayerError(RegistryError, ValueError):
-    """A layer-type name is unknown to a factory (both a ``RegistryError`` and a ``ValueError``)."""
 
 
 def canonical_name(name: str) -> str:

@@ -11,7 +11,7 @@ from ..registry import Example, register_block, suggest
 from ._factory import LayerType, check_probability
 from .kv_cache import KVCache
 from .norm import get_norm_layer
-from .positional import ALiBiBias, RelativePositionBias, RotaryEmbedding, apply_rotary
+from .positional import ALiBiBias, RelativePositionBias, RopeScaling, RotaryEmbedding, apply_rotary
 
 __all__ = ["POSITIONAL_SCHEMES", "MultiHeadAttention"]
 
@@ -53,7 +53,8 @@ class MultiHeadAttention(nn.Module):
         ``out_proj.bias`` after projection), never NaN.
         kv_cache: a :class:`~netarchitect.layers.kv_cache.KVCache` to append to and
         attend over (incremental decoding; RoPE/ALiBi/relative positions continue
-        from the cached length).
+        from the cached length). With ``context`` it caches the projected context
+        instead: filled on the first call, reused (``context`` not re-projected) after.
 
     Parameters are ``q_proj``, ``k_proj``, ``v_proj``, ``out_proj`` (``nn.Linear``);
     self-attention runs them as one matmul over the concatenated weights.
@@ -76,7 +77,7 @@ class MultiHeadAttention(nn.Module):
         proj_drop: float = 0.0,
         pos: str | None = None,
         rope_base: float = 10000.0,
-        rope_scaling: float | None = None,
+        rope_scaling: RopeScaling = None,
         max_positions: int = 128,
         num_buckets: int | None = None,
         window: int | None = None,
@@ -182,6 +183,23 @@ class MultiHeadAttention(nn.Module):
         v = self.v_proj(src).view(B, S, self.num_kv_heads, self.head_dim).transpose(1, 2)
         return self.k_norm(k), v  # (B, H_kv, S, D)
 
+    def _context_kv(self, context: Tensor, kv_cache: KVCache | None) -> tuple[Tensor, Tensor]:
+        """Cross-attention keys/values: projected once into ``kv_cache``, then reused."""
+        if kv_cache is None or not kv_cache.length:
+            k, v = self._project_kv(context)  # (B, H_kv, S, D)
+            if kv_cache is not None:
+                kv_cache.update(k, v)
+            return k, v
+        keys, values = kv_cache.keys, kv_cache.values
+        assert keys is not None and values is not None
+        if context.shape[:2] != (keys.shape[0], keys.shape[2]):
+            raise ValueError(
+                f"the cross-attention KVCache holds a context of (B, S) = "
+                f"{(keys.shape[0], keys.shape[2])}, got {tuple(context.shape[:2])}; "
+                "call reset() before a new context"
+            )
+        return keys, values
+
     def forward(
         self,
         x: Tensor,
@@ -208,13 +226,7 @@ class MultiHeadAttention(nn.Module):
         if context is not None:
             if self.pos is not None:
                 raise ValueError(f"pos={self.pos!r} applies to self-attention only, not context")
-            if kv_cache is not None and kv_cache.length:
-                k, v = kv_cache.keys, kv_cache.values  # cross-attention: context cached
-                assert k is not None and v is not None
-            else:
-                k, v = self._project_kv(context)
-                if kv_cache is not None:
-                    kv_cache.update(k, v)
+            k, v = self._context_kv(context, kv_cache)
         else:
             if kv_cache is not None:
                 offset = kv_cache.length

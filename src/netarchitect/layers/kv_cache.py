@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ..errors import SpecError
 
-__all__ = ["KVCache"]
+__all__ = ["EncoderDecoderCache", "KVCache"]
 
 
 class KVCache:
@@ -18,7 +18,8 @@ class KVCache:
     attends over everything stored; the positions of new queries start at
     :attr:`length`. Decoding one token at a time therefore gives the same outputs
     as recomputing the whole causal sequence. For cross-attention the cache holds
-    the projected context after the first call and reuses it afterwards.
+    the projected context after the first call and reuses it afterwards (a decoder
+    block with both keeps them in an :class:`EncoderDecoderCache`).
 
     With ``max_length`` the storage is allocated once and filled in place
     (appending past it raises); without it every append concatenates.
@@ -105,3 +106,43 @@ class KVCache:
 
     def __repr__(self) -> str:
         return f"KVCache(length={self._length}, max_length={self.max_length})"
+
+
+class EncoderDecoderCache:
+    """The caches of one decoder block that has self- and cross-attention.
+
+    :attr:`self_attn` (a :class:`KVCache` of ``max_length``) grows by the new target
+    positions of each call. :attr:`cross_attn` holds the context (encoder output)
+    projected to keys/values by the cross-attention: computed on the first call and
+    reused by every later one, since the context is fixed while decoding. :attr:`length`
+    is the number of target positions decoded. ``reset()`` before a new context.
+    Use one per decoder block: ``caches = EncoderDecoderCache.create(num_layers)``.
+    """
+
+    def __init__(self, max_length: int | None = None) -> None:
+        self.self_attn = KVCache(max_length)
+        self.cross_attn = KVCache()
+
+    @classmethod
+    def create(cls, num_layers: int, max_length: int | None = None) -> list[EncoderDecoderCache]:
+        """One empty cache per decoder block."""
+        return [cls(max_length) for _ in range(num_layers)]
+
+    @property
+    def length(self) -> int:
+        """Number of target positions stored (those of :attr:`self_attn`)."""
+        return self.self_attn.length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def reset(self) -> None:
+        """Forget the target positions and the projected context."""
+        self.self_attn.reset()
+        self.cross_attn.reset()
+
+    def __repr__(self) -> str:
+        return (
+            f"EncoderDecoderCache(length={self.length}, context_length={self.cross_attn.length}, "
+            f"max_length={self.self_attn.max_length})"
+        )

@@ -9,21 +9,37 @@ embeddings live in :mod:`netarchitect.layers.embedding`.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import SpecError
+from ..registry import suggest
 
 __all__ = [
+    "ROPE_SCALING_KEYS",
     "ALiBiBias",
     "RelativePositionBias",
+    "RopeScaling",
     "RotaryEmbedding",
     "alibi_slopes",
     "apply_rotary",
+    "rope_scaling_config",
     "rotate_half",
+    "scale_inv_freq",
     "t5_relative_bucket",
 ]
+
+#: RoPE frequency rescalings and the keys each takes besides ``type``.
+ROPE_SCALING_KEYS: dict[str, tuple[str, ...]] = {
+    "linear": ("factor",),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_positions"),
+}
+
+#: ``None``, a linear factor, or a mapping ``{"type": ..., <its keys>}``.
+RopeScaling = float | Mapping[str, Any] | None
 
 
 def _buffer_dtype(dtype: torch.dtype | None) -> torch.dtype:
@@ -42,13 +58,94 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos + rotate_half(x) * sin
 
 
+def _positive(key: str, value: Any, *, integer: bool = False) -> float | int:
+    types = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, types) or not value > 0:
+        what = "an integer" if integer else "a number"
+        raise SpecError(f"must be {what} > 0, got {value!r}", path=f"rope_scaling.{key}")
+    return value
+
+
+def rope_scaling_config(scaling: RopeScaling) -> dict[str, Any] | None:
+    """The validated plain-dict form of a RoPE ``scaling`` (a copy; ``None`` stays ``None``).
+
+    A number ``f`` means ``{"type": "linear", "factor": f}``. The keys of each type are
+    :data:`ROPE_SCALING_KEYS`; a missing, unknown or out-of-range key raises
+    :class:`SpecError` whose path names it (``rope_scaling.low_freq_factor``).
+    """
+    if scaling is None:
+        return None
+    if isinstance(scaling, int | float) and not isinstance(scaling, bool):
+        scaling = {"type": "linear", "factor": scaling}
+    if not isinstance(scaling, Mapping):
+        raise SpecError(
+            f"must be None, a number or a mapping with a 'type', got {scaling!r}",
+            path="rope_scaling",
+        )
+    kind = scaling.get("type")
+    if kind not in ROPE_SCALING_KEYS:
+        raise SpecError(
+            f"unknown RoPE scaling {kind!r}{suggest(str(kind), ROPE_SCALING_KEYS)}; "
+            f"choose one of {tuple(ROPE_SCALING_KEYS)}",
+            path="rope_scaling.type",
+        )
+    keys = ROPE_SCALING_KEYS[kind]
+    missing = [key for key in keys if key not in scaling]
+    if missing:
+        raise SpecError(f"{kind!r} scaling needs {missing}", path=f"rope_scaling.{missing[0]}")
+    unknown = [key for key in scaling if key != "type" and key not in keys]
+    if unknown:
+        raise SpecError(
+            f"{kind!r} scaling takes only {list(keys)}, not {unknown}",
+            path=f"rope_scaling.{unknown[0]}",
+        )
+    config: dict[str, Any] = {"type": kind}
+    for key in keys:
+        value = scaling[key]
+        if key == "original_max_positions":
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            config[key] = _positive(key, value, integer=True)
+        else:
+            config[key] = float(_positive(key, value))
+    if kind == "llama3" and config["low_freq_factor"] >= config["high_freq_factor"]:
+        raise SpecError(
+            f"must be < high_freq_factor={config['high_freq_factor']}, "
+            f"got {config['low_freq_factor']}",
+            path="rope_scaling.low_freq_factor",
+        )
+    return config
+
+
+def scale_inv_freq(inv_freq: Tensor, scaling: Mapping[str, Any]) -> Tensor:
+    """RoPE inverse frequencies ``f`` rescaled by a :func:`rope_scaling_config` result.
+
+    ``linear`` (position interpolation, Chen et al. 2023): ``f / factor``.
+    ``llama3`` (LLaMA 3.1): with wavelength ``λ = 2π / f`` and ``L = original_max_positions``,
+    ``f`` is kept where ``λ < L / high_freq_factor``, divided by ``factor`` where
+    ``λ > L / low_freq_factor`` and blended in between, ``(1 - s) f / factor + s f`` with
+    ``s = (L / λ - low_freq_factor) / (high_freq_factor - low_freq_factor)`` — as
+    transformers' ``rope_type="llama3"``.
+    """
+    factor = scaling["factor"]
+    if scaling["type"] == "linear":
+        return inv_freq / factor
+    low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+    wavelength = 2 * math.pi / inv_freq
+    # s >= 1 keeps f (high frequencies), s <= 0 gives f / factor (low frequencies)
+    smooth = ((scaling["original_max_positions"] / wavelength - low) / (high - low)).clamp(0, 1)
+    return (1 - smooth) * inv_freq / factor + smooth * inv_freq
+
+
 class RotaryEmbedding(nn.Module):
     """Rotary position embedding (RoPE, Su et al. 2021, "RoFormer").
 
     Feature pairs ``(i, i + D/2)`` of a query/key at position ``p`` are rotated by
-    the angle ``(p / scaling) * base^(-2i/D)`` (the half-rotation layout of
-    LLaMA / Hugging Face ``rotate_half``). ``scaling`` is linear position
-    interpolation (Chen et al. 2023): positions are divided by it.
+    the angle ``p · f_i`` with ``f_i = base^(-2i/D)`` (the half-rotation layout of
+    LLaMA / Hugging Face ``rotate_half``). ``scaling`` rescales the frequencies for
+    longer contexts (:func:`scale_inv_freq`): ``None``, a number (linear position
+    interpolation) or plain data such as ``{"type": "llama3", "factor": 8.0,
+    "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_positions": 8192}``.
     ``cos``/``sin`` tables are cached and grown on demand; ``forward(offset, length)``
     returns the rows for positions ``offset .. offset+length-1``.
 
@@ -63,7 +160,7 @@ class RotaryEmbedding(nn.Module):
         head_dim: int,
         *,
         base: float = 10000.0,
-        scaling: float | None = None,
+        scaling: RopeScaling = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -74,21 +171,22 @@ class RotaryEmbedding(nn.Module):
             )
         if base <= 1.0:
             raise SpecError(f"rope base must be > 1, got {base}", path="rope_base")
-        if scaling is not None and scaling <= 0:
-            raise SpecError(f"rope scaling must be > 0, got {scaling}", path="rope_scaling")
         self.head_dim = head_dim
         self.base = float(base)
-        self.scaling = float(scaling) if scaling is not None else 1.0
+        self.scaling = rope_scaling_config(scaling)
         inv = torch.empty(head_dim // 2, device=device, dtype=_buffer_dtype(dtype))
         self.register_buffer("inv_freq", inv, persistent=False)
         self._cache: tuple[Tensor, Tensor] | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # Computed on the CPU and copied, so building on "meta" stays cheap.
+        # Computed on the CPU in float64 and copied, so building on "meta" stays cheap.
         exponent = torch.arange(0, self.head_dim, 2, dtype=torch.float64) / self.head_dim
+        inv_freq = 1.0 / (self.base**exponent)
+        if self.scaling is not None:
+            inv_freq = scale_inv_freq(inv_freq, self.scaling)
         with torch.no_grad():
-            self.inv_freq.copy_(1.0 / (self.base**exponent))
+            self.inv_freq.copy_(inv_freq)
         self._cache = None
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
@@ -100,7 +198,7 @@ class RotaryEmbedding(nn.Module):
         if cache is None or cache[0].shape[0] < length:
             size = max(length, 2 * cache[0].shape[0] if cache is not None else 256)
             inv = self.inv_freq.to(_buffer_dtype(self.inv_freq.dtype))
-            pos = torch.arange(size, device=inv.device, dtype=inv.dtype) / self.scaling
+            pos = torch.arange(size, device=inv.device, dtype=inv.dtype)
             freqs = torch.outer(pos, inv)  # (T, D/2)
             emb = torch.cat((freqs, freqs), dim=-1)  # (T, D)
             cache = (emb.cos(), emb.sin())

@@ -14,10 +14,16 @@ from .connections import Residual
 from .kv_cache import KVCache
 from .mlp import make_mlp
 
-__all__ = ["TransformerBlock"]
+__all__ = ["CROSS_ATTENTION_OPTIONS", "TransformerBlock"]
 
 Device = torch.device | str | None
 Dtype = torch.dtype | None
+
+#: Attention options the cross-attention shares with the self-attention: head layout,
+#: biases, qk-norm and softmax scale. The others (``pos``, ``rope_base``, ``rope_scaling``,
+#: ``max_positions``, ``num_buckets``, ``window``) relate query and key positions within
+#: one sequence, which context tokens do not share: they stay self-attention only.
+CROSS_ATTENTION_OPTIONS = ("num_kv_heads", "head_dim", "qkv_bias", "out_bias", "qk_norm", "scale")
 
 
 @register_block("transformer_block")
@@ -37,7 +43,10 @@ class TransformerBlock(nn.Module):
     (``num_kv_heads``, ``pos``, ``qk_norm``, ``window``, ``qkv_bias``, ...) go to the
     self-attention :class:`~netarchitect.layers.attention.MultiHeadAttention`.
     With ``cross_attention=True`` a cross-attention sub-layer over ``context``
-    (``context_dim`` wide) sits between self-attention and the MLP (decoder layer).
+    (``context_dim`` wide) sits between self-attention and the MLP (decoder layer); it
+    takes those of :data:`CROSS_ATTENTION_OPTIONS` too (not the positional ones).
+    In ``forward``, ``kv_cache`` caches the self-attention and ``cross_kv_cache`` the
+    projected context (see :class:`~netarchitect.layers.kv_cache.EncoderDecoderCache`).
 
     Shapes:
         x: (B, T, dim); context: (B, S, context_dim); output: (B, T, dim).
@@ -80,7 +89,8 @@ class TransformerBlock(nn.Module):
         self.attn = Residual(MultiHeadAttention(dim, num_heads, **attn, **attn_kwargs), **residual)
         self.cross_attn: Residual | None = None
         if cross_attention:
-            cross = MultiHeadAttention(dim, num_heads, context_dim=context_dim, **attn)
+            shared = {k: v for k, v in attn_kwargs.items() if k in CROSS_ATTENTION_OPTIONS}
+            cross = MultiHeadAttention(dim, num_heads, context_dim=context_dim, **attn, **shared)
             self.cross_attn = Residual(cross, **residual)
         ffn = make_mlp(
             mlp_layer,
@@ -111,6 +121,7 @@ class TransformerBlock(nn.Module):
         kv_cache: KVCache | None = None,
         context: Tensor | None = None,
         context_key_padding_mask: Tensor | None = None,
+        cross_kv_cache: KVCache | None = None,
     ) -> Tensor:
         x = self.attn(
             x, mask=mask, key_padding_mask=key_padding_mask, is_causal=is_causal, kv_cache=kv_cache
@@ -118,7 +129,12 @@ class TransformerBlock(nn.Module):
         if self.cross_attn is not None:
             if context is None:
                 raise ValueError("this TransformerBlock has cross-attention: pass context=")
-            x = self.cross_attn(x, context, key_padding_mask=context_key_padding_mask)
-        elif context is not None:
-            raise ValueError("context= given but the block was built with cross_attention=False")
+            x = self.cross_attn(
+                x, context, key_padding_mask=context_key_padding_mask, kv_cache=cross_kv_cache
+            )
+        elif context is not None or cross_kv_cache is not None:
+            raise ValueError(
+                "context= or cross_kv_cache= given but the block was built with "
+                "cross_attention=False"
+            )
         return self.mlp(x)

@@ -28,6 +28,7 @@ from ..layers.embedding import (
 from ..layers.kv_cache import KVCache
 from ..layers.mlp import get_mlp_layer
 from ..layers.norm import get_norm_layer
+from ..layers.positional import RopeScaling, rope_scaling_config
 from ..layers.transformer import TransformerBlock
 
 __all__ = ["ABSOLUTE_POSITIONS", "DecoderLM"]
@@ -166,6 +167,8 @@ class DecoderLM(nn.Module):
     Positions (``pos``): ``"learned"`` (GPT-2) or ``"sinusoidal"`` are added to the
     embeddings; ``"rope"`` (LLaMA), ``"alibi"`` and ``"relative"`` act inside attention.
     ``max_positions`` is the context length (the size of the learned table).
+    ``rope_scaling`` rescales the RoPE frequencies (``"linear"`` or LLaMA-3's ``"llama3"``;
+    see :func:`~netarchitect.layers.positional.rope_scaling_config`).
     ``mlp_layer`` is one feed-forward type or a list with one per block (MoE every k
     layers). ``qk_norm`` normalises each head's queries and keys; ``window`` makes
     attention local (sliding window, Mistral). ``norm_eps`` fixes the norms' epsilon;
@@ -202,6 +205,7 @@ class DecoderLM(nn.Module):
         max_positions: int = 1024,
         pos: str | None = "learned",
         rope_base: float = 10000.0,
+        rope_scaling: RopeScaling = None,
         qk_norm: LayerType = None,
         window: int | None = None,
         norm_layer: LayerType = "layernorm",
@@ -224,6 +228,9 @@ class DecoderLM(nn.Module):
         check_positive_int("max_positions", max_positions)
         if pos not in _POSITIONS:
             raise SpecError(f"pos={pos!r} must be one of {_POSITIONS}", path="pos")
+        rope_scaling = rope_scaling_config(rope_scaling)  # fail before building anything
+        if rope_scaling is not None and pos != "rope":
+            raise SpecError(f"needs pos='rope', got pos={pos!r}", path="rope_scaling")
         check_probability("drop", drop)
         factory = {"device": device, "dtype": dtype}
         self.vocab_size, self.dim, self.depth = vocab_size, dim, depth
@@ -258,6 +265,7 @@ class DecoderLM(nn.Module):
                 out_bias=bias,
                 pos=attn_pos,
                 rope_base=rope_base,
+                rope_scaling=rope_scaling,
                 qk_norm=qk_norm,
                 window=window,
                 max_positions=max_positions,

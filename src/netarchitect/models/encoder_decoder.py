@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ..layers._factory import LayerType, check_choice, check_positive_int
 from ..layers.embedding import LearnedPositionalEmbedding, SinusoidalPositionalEmbedding
-from ..layers.kv_cache import KVCache
+from ..layers.kv_cache import EncoderDecoderCache, KVCache
 from ..layers.norm import get_norm_layer
 from ..layers.transformer import TransformerBlock
 from ..registry import Example, register_model
@@ -57,7 +57,9 @@ class EncoderDecoderTransformer(nn.Module):
 
     ``forward(src_ids, tgt_ids, *, src_mask=None, tgt_mask=None)``; masks are
     ``attention_mask`` s (1 = real token). :meth:`encode` and :meth:`decode` run the two
-    halves; ``decode(..., kv_cache=model.new_cache())`` decodes incrementally and
+    halves; ``decode(..., kv_cache=model.new_cache())`` decodes incrementally (each
+    block's cache keeps its self-attention keys/values and, from the first call on, the
+    encoder output projected by its cross-attention, so ``memory`` is projected once) and
     :meth:`bind` gives a decoder-only view of one source batch for
     :func:`~netarchitect.generation.generate`.
 
@@ -146,9 +148,13 @@ class EncoderDecoderTransformer(nn.Module):
     def reset_parameters(self) -> None:
         init_transformer_(self, std=self.init_std)
 
-    def new_cache(self, max_length: int | None = None) -> list[KVCache]:
-        """Empty self-attention caches for incremental decoding, one per decoder block."""
-        return KVCache.create(len(self.decoder), max_length)
+    def new_cache(self, max_length: int | None = None) -> list[EncoderDecoderCache]:
+        """Empty caches for incremental decoding, one per decoder block.
+
+        ``max_length`` bounds the target positions; the projected encoder output is
+        stored on the first :meth:`decode` call and reused until ``reset()``.
+        """
+        return EncoderDecoderCache.create(len(self.decoder), max_length)
 
     def _embed(self, ids: Tensor, table: nn.Embedding) -> Tensor:
         return table(ids) * self.embed_scale if self.embed_scale != 1.0 else table(ids)
@@ -171,28 +177,38 @@ class EncoderDecoderTransformer(nn.Module):
         *,
         src_mask: Tensor | None = None,
         tgt_mask: Tensor | None = None,
-        kv_cache: Sequence[KVCache] | None = None,
+        kv_cache: Sequence[EncoderDecoderCache | KVCache] | None = None,
         logits_to_keep: int | None = None,
     ) -> Tensor:
         """Target logits (B, T, vocab_size) given the encoder output ``memory``
-        (the last ``logits_to_keep`` positions only, when given)."""
+        (the last ``logits_to_keep`` positions only, when given).
+
+        ``kv_cache`` (from :meth:`new_cache`) makes decoding incremental; a plain
+        :class:`KVCache` per block caches the self-attention only (``memory`` is then
+        projected again at every call).
+        """
         check_token_ids(tgt_ids)
         B, T = tgt_ids.shape
         if kv_cache is not None and len(kv_cache) != len(self.decoder):
-            raise ValueError(f"kv_cache needs one KVCache per decoder block, {len(self.decoder)}")
+            raise ValueError(
+                f"kv_cache needs one cache per decoder block ({len(self.decoder)}), "
+                f"got {len(kv_cache)}: use model.new_cache()"
+            )
         offset = kv_cache[0].length if kv_cache else 0
         x = self._embed(tgt_ids, self.tgt_embed)
         x = self.drop(add_positions(x, self.tgt_pos, tgt_mask, None, offset))
         self_padding = padding_mask(tgt_mask, B, offset + T)
         context_padding = padding_mask(src_mask, B, memory.shape[1])
         for i, block in enumerate(self.decoder):
+            self_cache, cross_cache = _split_cache(kv_cache[i] if kv_cache is not None else None)
             x = block(
                 x,
                 key_padding_mask=self_padding,
                 is_causal=True,
-                kv_cache=kv_cache[i] if kv_cache is not None else None,
+                kv_cache=self_cache,
                 context=memory,
                 context_key_padding_mask=context_padding,
+                cross_kv_cache=cross_cache,
             )
         if logits_to_keep is not None:
             x = x[:, -logits_to_keep:]  # (B, n, dim)
@@ -217,11 +233,22 @@ class EncoderDecoderTransformer(nn.Module):
         return f"vocab_size={self.vocab_size}, dim={self.dim}, pos={self.pos!r}"
 
 
+def _split_cache(
+    cache: EncoderDecoderCache | KVCache | None,
+) -> tuple[KVCache | None, KVCache | None]:
+    """The (self-attention, cross-attention) caches of one decoder block."""
+    if isinstance(cache, EncoderDecoderCache):
+        return cache.self_attn, cache.cross_attn
+    return cache, None
+
+
 class BoundDecoder(nn.Module):
     """The decoder of an :class:`EncoderDecoderTransformer` with a fixed encoder output.
 
     ``forward(input_ids, *, attention_mask=None, kv_cache=None)`` returns target logits,
-    so :func:`~netarchitect.generation.generate` can decode from it.
+    so :func:`~netarchitect.generation.generate` can decode from it; with the caches of
+    :meth:`new_cache` (fresh for each ``generate`` call) each cross-attention projects the
+    encoder output once per generation, not at every step.
     """
 
     def __init__(
@@ -230,7 +257,7 @@ class BoundDecoder(nn.Module):
         super().__init__()
         self.model, self.memory, self.src_mask = model, memory, src_mask
 
-    def new_cache(self, max_length: int | None = None) -> list[KVCache]:
+    def new_cache(self, max_length: int | None = None) -> list[EncoderDecoderCache]:
         return self.model.new_cache(max_length)
 
     def forward(
@@ -238,7 +265,7 @@ class BoundDecoder(nn.Module):
         input_ids: Tensor,
         *,
         attention_mask: Tensor | None = None,
-        kv_cache: Sequence[KVCache] | None = None,
+        kv_cache: Sequence[EncoderDecoderCache | KVCache] | None = None,
         logits_to_keep: int | None = None,
     ) -> Tensor:
         return self.model.decode(

@@ -2,8 +2,11 @@
 
 :func:`llama` fixes LLaMA's choices on :class:`~netarchitect.models._lm_base.DecoderLM`;
 named sizes only set numbers: ``llama-tiny`` (llama2.c's 15M "stories" model, tied
-embeddings), ``llama-1b`` (LLaMA-3.2-1B-like, without its long-context RoPE rescaling),
-``llama-7b`` (LLaMA-2-7B) and ``llama3-8b`` (LLaMA-3-8B, without RoPE rescaling).
+embeddings), ``llama-1b`` (LLaMA-3.2-1B), ``llama-7b`` (LLaMA-2-7B), ``llama3-8b``
+(LLaMA-3-8B, 8K context) and ``llama3.1-8b`` (LLaMA-3.1-8B, 128K context). The
+LLaMA-3.1/3.2 sizes rescale RoPE frequencies as their published configs do
+(``rope_type="llama3"``: factor 8 for 3.1-8B, 32 for 3.2-1B; low/high frequency factors
+1/4; original context 8192).
 """
 
 from __future__ import annotations
@@ -13,10 +16,20 @@ from typing import Any
 import torch
 
 from ..layers.mlp import gated_hidden_dim
+from ..layers.positional import RopeScaling
 from ..registry import Example, register_model
 from ._lm_base import DecoderLM
 
 __all__ = ["LLAMA_SIZES", "llama"]
+
+
+def _llama3_rope(factor: float) -> dict[str, Any]:
+    """LLaMA-3.1/3.2's published ``rope_type="llama3"`` rescaling with ``factor``."""
+    return {
+        "type": "llama3", "factor": factor, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_positions": 8192,
+    }
+
 
 #: Published shapes; ``hidden_dim`` is the SwiGLU width.
 LLAMA_SIZES: dict[str, dict[str, Any]] = {
@@ -27,7 +40,7 @@ LLAMA_SIZES: dict[str, dict[str, Any]] = {
     "llama-1b": {
         "vocab_size": 128256, "dim": 2048, "depth": 16, "num_heads": 32, "num_kv_heads": 8,
         "hidden_dim": 8192, "max_positions": 131072, "rope_base": 500000.0,
-        "tie_embeddings": True,
+        "rope_scaling": _llama3_rope(32.0), "tie_embeddings": True,
     },
     "llama-7b": {
         "vocab_size": 32000, "dim": 4096, "depth": 32, "num_heads": 32, "hidden_dim": 11008,
@@ -36,6 +49,11 @@ LLAMA_SIZES: dict[str, dict[str, Any]] = {
     "llama3-8b": {
         "vocab_size": 128256, "dim": 4096, "depth": 32, "num_heads": 32, "num_kv_heads": 8,
         "hidden_dim": 14336, "max_positions": 8192, "rope_base": 500000.0,
+    },
+    "llama3.1-8b": {
+        "vocab_size": 128256, "dim": 4096, "depth": 32, "num_heads": 32, "num_kv_heads": 8,
+        "hidden_dim": 14336, "max_positions": 131072, "rope_base": 500000.0,
+        "rope_scaling": _llama3_rope(8.0),
     },
 }
 
@@ -51,6 +69,7 @@ def llama(
     multiple_of: int = 256,
     max_positions: int = 4096,
     rope_base: float = 10000.0,
+    rope_scaling: RopeScaling = None,
     norm_eps: float = 1e-5,
     tie_embeddings: bool = False,
     **kwargs: Any,
@@ -59,7 +78,11 @@ def llama(
     SwiGLU feed-forward, grouped-query attention (``num_kv_heads``), no biases, untied head.
 
     ``hidden_dim`` defaults to LLaMA's rule ``multiple_of · ceil(8·dim/3 / multiple_of)``
-    (11008 for dim 4096). ``kwargs`` override any other :class:`DecoderLM` argument.
+    (11008 for dim 4096). ``rope_scaling`` rescales the RoPE frequencies (plain data, see
+    :class:`~netarchitect.layers.positional.RotaryEmbedding`), e.g. LLaMA-3.1's
+    ``{"type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+    "original_max_positions": 8192}``. ``kwargs`` override any other :class:`DecoderLM`
+    argument.
     """
     if hidden_dim is None:
         hidden_dim = gated_hidden_dim(dim, 4.0, multiple_of)
@@ -83,6 +106,7 @@ def llama(
         rope_base=rope_base,
         norm_eps=norm_eps,
         tie_embeddings=tie_embeddings,
+        rope_scaling=rope_scaling,
         **config,
     )
 
@@ -100,7 +124,7 @@ def _register(name: str, size: dict[str, Any]) -> None:
     def build(**overrides: Any) -> DecoderLM:
         return llama(**{**size, **overrides})
 
-    build.__name__ = name.replace("-", "_")
+    build.__name__ = name.replace("-", "_").replace(".", "_")
     build.__doc__ = f"LLaMA-style ``{name}``: {size} (see :func:`llama`)."
     register_model(name, example=_example)(build)
 
