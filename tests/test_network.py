@@ -251,3 +251,37 @@ def test_network_deepcopies_and_pickles():
     assert hash(model.spec.nodes[0].params) == hash(copy.deepcopy(model.spec.nodes[0].params))
     with pytest.raises(TypeError, match="immutable"):
         model.spec.nodes[0].params.update(out_features=3)
+
+
+def test_inference_frees_each_value_after_its_last_reader():
+    import weakref
+
+    nodes = [{"id": "n0", "block": "linear", "inputs": ["x"], "params": {"out_features": 8}}]
+    nodes += [
+        {"id": f"n{i}", "block": "linear", "inputs": [f"n{i - 1}"], "params": {"out_features": 8}}
+        for i in range(1, 6)
+    ]
+    nodes.append({"id": "skip", "block": "identity", "inputs": ["n1", "n5"], "merge": "add"})
+    spec = {"name": "chain", "inputs": [{"name": "x", "shape": [8]}], "nodes": nodes,
+            "outputs": ["skip"]}
+    model = na.build(spec, seed=0)
+    refs: dict[str, weakref.ref] = {}
+    alive_at: dict[str, list[str]] = {}
+
+    def hook(name):
+        def record(module, args, out):
+            alive_at[name] = sorted(k for k, r in refs.items() if r() is not None)
+            refs[name] = weakref.ref(out)
+        return record
+
+    for name, module in model.nodes.items():
+        module.register_forward_hook(hook(name))
+    with torch.no_grad():
+        out = model(torch.randn(2, 8))
+    assert out.shape == (2, 8)
+    # n0 is dropped once n1 ran; n1 stays alive for the skip connection until "skip" ran
+    assert alive_at["n3"] == ["n1", "n2"]
+    assert alive_at["skip"] == ["n1", "n5"]
+    with torch.no_grad():
+        got = model(torch.randn(2, 8), return_nodes=["n2", "skip"])
+    assert set(got) == {"n2", "skip"}

@@ -251,13 +251,36 @@ class Network(nn.Module):
         """Run one node on its merged input (subclasses hook in here, e.g. checkpointing)."""
         return module(x)
 
-    def _execute(self, values: dict[str, Tensor], node_ids: Sequence[str]) -> dict[str, Tensor]:
-        """Run ``node_ids`` (in execution order) on ``values``, adding each node's output."""
-        for node_id in node_ids:
+    def _execute(
+        self, values: dict[str, Tensor], node_ids: Sequence[str], keep: Sequence[str]
+    ) -> dict[str, Tensor]:
+        """Run ``node_ids`` (in execution order) on ``values``, adding each node's output and
+        dropping every value not in ``keep`` once its last reader has run (so inference
+        holds only live activations, as a hand-written ``forward`` would)."""
+        releases = self._release_plan(tuple(node_ids), frozenset(keep))
+        for node_id, release in zip(node_ids, releases, strict=True):
             node = self._node_specs[node_id]
             x = merge_tensors([values[s] for s in node.inputs], node.merge, node.merge_dim)
             values[node_id] = self._run_node(node_id, self.nodes[node_id], x)
+            del x
+            for name in release:
+                del values[name]
         return values
+
+    def _release_plan(self, node_ids: tuple[str, ...], keep: frozenset[str]) -> list[tuple[str, ...]]:
+        """For each node of ``node_ids``, the values (not in ``keep``) it is the last to read."""
+        cache = self.__dict__.setdefault("_release_cache", {})
+        if (node_ids, keep) not in cache:
+            last_reader: dict[str, int] = {}
+            for i, node_id in enumerate(node_ids):
+                for name in self._node_specs[node_id].inputs:
+                    last_reader[name] = i
+            plan: list[list[str]] = [[] for _ in node_ids]
+            for name, i in last_reader.items():
+                if name not in keep:
+                    plan[i].append(name)
+            cache[(node_ids, keep)] = [tuple(p) for p in plan]
+        return cache[(node_ids, keep)]
 
     def _run(self, args: tuple[Any, ...], kwargs: dict[str, Any], wanted: Sequence[str]) -> dict[str, Tensor]:
         """Bind the inputs, check the ``wanted`` node names and run what they need."""
@@ -266,7 +289,7 @@ class Network(nn.Module):
         for name in wanted:
             if name not in known:
                 raise SpecError(f"unknown node {name!r}{suggest(name, known)}", path="return_nodes")
-        return self._execute(values, self._needed(tuple(wanted)))
+        return self._execute(values, self._needed(tuple(wanted)), wanted)
 
     def forward(self, *args: Tensor, return_nodes: Sequence[str] | None = None, **kwargs: Tensor) -> Any:
         wanted = list(return_nodes) if return_nodes is not None else list(self._spec.outputs)

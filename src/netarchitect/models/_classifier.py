@@ -179,7 +179,8 @@ class ClassifierNetwork(Network):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """The ``features`` node's output: the unpooled final feature map or tokens."""
-        values = self._execute({self._input_names[0]: x}, self._needed((self.features_node,)))
+        wanted = (self.features_node,)
+        values = self._execute({self._input_names[0]: x}, self._needed(wanted), wanted)
         return values[self.features_node]
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
@@ -190,7 +191,7 @@ class ClassifierNetwork(Network):
             return x
         wanted = set(self._needed((target,)))
         values = self._execute(
-            {self.features_node: x}, [n for n in self._head_nodes if n in wanted]
+            {self.features_node: x}, [n for n in self._head_nodes if n in wanted], (target,)
         )
         return values[target]
 
@@ -211,7 +212,7 @@ class ClassifierNetwork(Network):
         else:
             picked = [stages[i] for i in indices]
         wanted = (*picked, self.features_node)
-        values = self._execute({self._input_names[0]: x}, self._needed(wanted))
+        values = self._execute({self._input_names[0]: x}, self._needed(wanted), wanted)
         inter = [values[s] for s in picked]
         return inter if intermediates_only else (values[self.features_node], inter)
 
