@@ -31,7 +31,7 @@ bench: install-dev
 	$(PY) -m benchmarks.run_all $(BENCH)
 
 lint: install-dev
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks examples
 
 clean:
 	rm -rf $(VENV) .pytest_cache .coverage htmlcov

@@ -14,8 +14,8 @@ to ``benchmarks/results/layers.json``. Cases and target ratios (ours / peer):
 from __future__ import annotations
 
 import argparse
-import sys
 import math
+import sys
 from collections.abc import Callable
 from typing import Any
 

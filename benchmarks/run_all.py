@@ -17,7 +17,7 @@ def update_readme(readme: Path = ROOT / "README.md", results_dir: Path = ROOT / 
     """Replace the README's performance table with one rendered from the results JSON files."""
     text = readme.read_text(encoding="utf-8")
     table = render_markdown_table(results_dir)
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
     readme.write_text(pattern.sub(f"{START}\n{table}{END}", text), encoding="utf-8")
 
 

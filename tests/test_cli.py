@@ -39,7 +39,7 @@ def test_build_summary_table(capsys, repo_root):
 
 def test_build_saves_weights(capsys, repo_root, tmp_path):
     target = tmp_path / "w.safetensors"
-    code, out, _ = run(["build", str(repo_root / "examples/specs/highway_mlp.yaml"), "--save-weights", str(target)], capsys)
+    code, _, _ = run(["build", str(repo_root / "examples/specs/highway_mlp.yaml"), "--save-weights", str(target)], capsys)
     assert code == 0 and target.is_file()
     code, _, err = run(["build", str(repo_root / "examples/specs/highway_mlp.yaml"), "--meta", "--save-weights",
                         str(tmp_path / "x.safetensors")], capsys)
@@ -82,6 +82,6 @@ def test_missing_command_and_file(capsys, tmp_path):
 def test_subprocess_exit_code_and_no_traceback(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("nodes: [\n")
-    proc = subprocess.run([sys.executable, "-m", "netarchitect", "validate", str(path)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "netarchitect", "validate", str(path)], capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr

@@ -44,7 +44,7 @@ def test_inspect_registered_model(capsys, tiny_model_name):
 
 def test_doctor_writes_plot(capsys, repo_root, tmp_path):
     png = tmp_path / "flow.png"
-    code, out, _ = run(["doctor", str(repo_root / "examples/specs/highway_mlp.yaml"), "--plot", str(png)], capsys)
+    code, _, _ = run(["doctor", str(repo_root / "examples/specs/highway_mlp.yaml"), "--plot", str(png)], capsys)
     assert code == 0 and png.is_file() and png.stat().st_size > 1000
 
 

@@ -1,6 +1,13 @@
 import pytest
 
-from netarchitect.errors import BudgetError, NetArchitectError, Problem, RegistryError, ShapeError, SpecError
+from netarchitect.errors import (
+    BudgetError,
+    NetArchitectError,
+    Problem,
+    RegistryError,
+    ShapeError,
+    SpecError,
+)
 
 
 def test_spec_error_carries_path_and_message():

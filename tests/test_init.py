@@ -4,7 +4,15 @@ from torch import nn
 
 import netarchitect as na
 from netarchitect.errors import NetArchitectError, SpecError
-from netarchitect.init import INITIALIZERS, InitPolicy, InitRule, derive_seed, get_policy, initialize, materialize
+from netarchitect.init import (
+    INITIALIZERS,
+    InitPolicy,
+    InitRule,
+    derive_seed,
+    get_policy,
+    initialize,
+    materialize,
+)
 
 
 class Branchy(nn.Module):
@@ -27,8 +35,8 @@ def _state(m: nn.Module) -> dict[str, torch.Tensor]:
 
 def _assert_same(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    for k, value in a.items():
+        assert torch.equal(value, b[k]), k
 
 
 def test_derive_seed_is_stable_and_path_dependent():
@@ -85,7 +93,7 @@ def test_initializer_statistics():
 
 
 def test_presets_and_bad_policies():
-    assert set(["default", "transformer", "kaiming"]) <= set(na.init.POLICIES)
+    assert {"default", "transformer", "kaiming"} <= set(na.init.POLICIES)
     m = initialize(nn.Sequential(nn.Linear(4, 4), nn.Conv2d(2, 2, 3)), seed=0, policy="transformer")
     assert torch.count_nonzero(m[0].bias) == 0
     with pytest.raises(SpecError, match="unknown init policy 'transfomer'.*did you mean 'transformer'"):

@@ -83,7 +83,7 @@ def test_round_trip_rebuilds_identical_architecture():
 
 def test_seed_controls_weights():
     spec = _spec([_node("a", "linear", ["x"], out_features=4)], ["a"])
-    w = lambda m: m.nodes["a"].weight  # noqa: E731
+    w = lambda m: m.nodes["a"].weight
     assert torch.equal(w(na.build(spec, seed=1)), w(na.build(spec, seed=1)))
     assert not torch.equal(w(na.build(spec, seed=1)), w(na.build(spec, seed=2)))
     torch.manual_seed(7)

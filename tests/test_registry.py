@@ -39,7 +39,7 @@ def test_register_block_rejects_non_modules():
 
 
 def test_register_and_create_model():
-    ex = lambda: na.Example({"n": 3}, ())  # noqa: E731
+    ex = lambda: na.Example({"n": 3}, ())
 
     @na.register_model("_test_model", example=ex)
     def build(n: int = 2) -> nn.Module:

@@ -8,7 +8,14 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from .errors import BudgetError, NetArchitectError, RegistryError, ShapeError, SpecError, UnknownLayerError
+from .errors import (
+    BudgetError,
+    NetArchitectError,
+    RegistryError,
+    ShapeError,
+    SpecError,
+    UnknownLayerError,
+)
 from .init import InitPolicy, InitRule, initialize, materialize
 from .network import Network, build, infer_shapes
 from .registry import (
@@ -40,7 +47,7 @@ _LAZY = {
     "to_hf": "netarchitect.interop",
 }
 
-__all__ = [
+__all__ = [  # noqa: PLE0604 (*_LAZY adds the lazily imported names: strings)
     "BudgetError",
     "Example",
     "InitPolicy",

@@ -17,7 +17,7 @@ from rich.table import Table
 from . import __version__
 from .errors import NetArchitectError, SpecError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 Handler = Callable[[argparse.Namespace, Console], int]
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
-    "NetArchitectError",
-    "SpecError",
-    "ShapeError",
     "BudgetError",
-    "RegistryError",
-    "UnknownLayerError",
+    "NetArchitectError",
     "Problem",
+    "RegistryError",
+    "ShapeError",
+    "SpecError",
+    "UnknownLayerError",
 ]
 
 
@@ -26,7 +26,7 @@ class NetArchitectError(Exception):
 class Problem:
     """One problem found while validating a spec: where it is and what is wrong."""
 
-    __slots__ = ("path", "message")
+    __slots__ = ("message", "path")
 
     def __init__(self, path: str, message: str) -> None:
         self.path = path

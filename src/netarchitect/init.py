@@ -37,15 +37,15 @@ from .errors import NetArchitectError, SpecError
 from .registry import suggest
 
 __all__ = [
-    "derive_seed",
-    "InitRule",
-    "InitPolicy",
     "INITIALIZERS",
     "POLICIES",
+    "InitPolicy",
+    "InitRule",
+    "derive_seed",
     "get_policy",
-    "reset_all",
-    "materialize",
     "initialize",
+    "materialize",
+    "reset_all",
 ]
 
 ZERO_LAST = "zero_last_in_residual"

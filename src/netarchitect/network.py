@@ -22,7 +22,7 @@ from .registry import get_block, suggest
 from .spec import NetworkSpec, load_spec
 from .spec_checks import CHANNEL_ARGS, block_signature, topological_order
 
-__all__ = ["Network", "build", "infer_shapes", "merge_tensors", "NodeInfo", "available_memory"]
+__all__ = ["Network", "NodeInfo", "available_memory", "build", "infer_shapes", "merge_tensors"]
 
 _DTYPES = {
     "float32": torch.float32,
@@ -136,7 +136,7 @@ def _construct(spec: NetworkSpec, dtype: torch.dtype | None) -> tuple[dict[str, 
         _fill_channel_arg(cls, params, tuple(x.shape[1:]))
         try:
             module = cls(**params, device="meta", dtype=dtype)
-        except Exception as exc:  # a block rejecting its arguments, however it says so
+        except Exception as exc:  # noqa: BLE001 (a block rejecting its arguments, however it says so)
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             problems.append(Problem(f"nodes[{i}].params", f"block {node.block!r}: {msg}"))
             continue
@@ -144,7 +144,7 @@ def _construct(spec: NetworkSpec, dtype: torch.dtype | None) -> tuple[dict[str, 
         try:
             with torch.no_grad():
                 y = module(x)
-        except Exception as exc:  # any failure here is a shape/dtype mismatch of the spec
+        except Exception as exc:  # noqa: BLE001 (any failure here: a shape/dtype mismatch)
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             problems.append(Problem(f"nodes[{i}]", f"block {node.block!r} cannot take input of shape {tuple(x.shape[1:])}: {msg}"))
             continue

@@ -18,16 +18,16 @@ from torch import nn
 from .errors import RegistryError
 
 __all__ = [
-    "register_block",
-    "register_model",
+    "Example",
+    "create_model",
     "get_block",
     "get_model_builder",
     "list_blocks",
     "list_models",
-    "create_model",
-    "suggest",
     "model_example",
-    "Example",
+    "register_block",
+    "register_model",
+    "suggest",
 ]
 
 T = TypeVar("T")

@@ -38,11 +38,11 @@ import yaml
 from .errors import Problem, SpecError
 
 __all__ = [
-    "MERGES",
     "DTYPES",
+    "MERGES",
     "InputSpec",
-    "NodeSpec",
     "NetworkSpec",
+    "NodeSpec",
     "load_spec",
     "save_spec",
     "spec_hash",

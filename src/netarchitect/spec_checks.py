@@ -17,7 +17,7 @@ from .errors import Problem, RegistryError
 from .registry import get_block, list_blocks, suggest
 from .spec import NetworkSpec
 
-__all__ = ["check_graph", "check_blocks", "topological_order", "CHANNEL_ARGS", "block_signature"]
+__all__ = ["CHANNEL_ARGS", "block_signature", "check_blocks", "check_graph", "topological_order"]
 
 #: First constructor arguments that the builder fills from the inferred input shape.
 CHANNEL_ARGS = ("in_features", "in_channels", "dim")
@@ -112,7 +112,7 @@ def block_signature(cls: type[nn.Module]) -> tuple[dict[str, inspect.Parameter],
     }
     try:
         hints = typing.get_type_hints(cls.__init__)
-    except Exception:  # unresolvable annotations: skip type checks
+    except Exception:  # noqa: BLE001 (unresolvable annotations: skip type checks)
         hints = {}
     return params, hints
 

@@ -11,7 +11,7 @@ from torch import nn
 from ._io import atomic_write
 from .errors import NetArchitectError
 
-__all__ = ["save_weights", "load_weights"]
+__all__ = ["load_weights", "save_weights"]
 
 
 def save_weights(model: nn.Module, path: str | Path) -> Path:

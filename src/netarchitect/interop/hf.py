@@ -36,6 +36,7 @@ from ..models._lm_base import DecoderLM
 from ..models.bert import BertForMaskedLM, BertForSequenceClassification, BertModel, bert
 from ..models.gpt import gpt
 from ..models.llama import llama
+from .hf_vision import from_hf_vision, is_hf_vision
 
 __all__ = ["Rule", "from_hf", "to_hf"]
 
@@ -422,7 +423,10 @@ def from_hf(hf_model: nn.Module) -> nn.Module:
     Built from ``hf_model.config`` in the dtype of its weights, on the CPU, holding copies
     of its weights, in the same train/eval mode. Raises ``TypeError`` for unsupported
     classes and ``ValueError`` for configs with no equivalent (e.g. YaRN RoPE rescaling).
+    Vision models (ResNet, ConvNeXt, ViT) go to :func:`~.hf_vision.from_hf_vision`.
     """
+    if is_hf_vision(hf_model):
+        return from_hf_vision(hf_model)
     family, kind = _family_of(hf_model)
     config = hf_model.config
     factory = {"dtype": next(hf_model.parameters()).dtype}

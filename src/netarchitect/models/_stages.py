@@ -23,9 +23,9 @@ from ._classifier import ClassifierNetwork
 
 __all__ = [
     "INIT_KAIMING_FAN_OUT",
+    "TF_BATCHNORM",
     "SpecBuilder",
     "Stage",
-    "TF_BATCHNORM",
     "check_image_args",
     "check_positive",
     "drop_path_rates",

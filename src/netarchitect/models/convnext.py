@@ -1,9 +1,10 @@
 """ConvNeXt (Liu et al., 2022), torchvision layout.
 
-Spec: a 4×4 stride-4 "patchify" ``conv2d`` + ``layernorm2d`` stem; four stages of
+Spec: a ``patch_size`` (4) strided "patchify" ``conv2d`` + ``layernorm2d`` stem; four stages of
 ``convnext_block`` nodes (7×7 depthwise conv, LayerNorm, 4× MLP, LayerScale 1e-6),
 each later stage entered through ``layernorm2d`` + 2×2 stride-2 ``conv2d``; global
-average pooling, LayerNorm and a linear head. All LayerNorms use eps 1e-6. Init:
+average pooling, LayerNorm and a linear head. All LayerNorms use eps 1e-6 (the head's is
+``head_norm_eps``: transformers' ConvNeXt uses its config's ``layer_norm_eps``). Init:
 truncated normal (std 0.02) convolution and linear weights, zero biases.
 """
 
@@ -35,6 +36,8 @@ def convnext(
     kernel_size: int = 7,
     mlp_ratio: float = 4.0,
     layerscale_init: float | None = 1e-6,
+    patch_size: int = 4,
+    head_norm_eps: float = _EPS,
     in_chans: int = 3,
     num_classes: int = 1000,
     img_size: int = 224,
@@ -45,8 +48,16 @@ def convnext(
     dtype: torch.dtype | None = None,
     seed: int | None = None,
 ) -> ClassifierNetwork:
-    """The ConvNeXt family builder (``layerscale_init=None`` disables LayerScale)."""
-    check_image_args(in_chans, num_classes, img_size, kernel_size=kernel_size)
+    """The ConvNeXt family builder (``layerscale_init=None`` disables LayerScale; the stem
+    patchifies with ``patch_size``-strided ``patch_size``² kernels)."""
+    check_image_args(
+        in_chans,
+        num_classes,
+        img_size,
+        kernel_size=kernel_size,
+        patch_size=patch_size,
+        head_norm_eps=head_norm_eps,
+    )
     if len(depths) != len(dims) or not depths:
         raise SpecError(f"depths={depths} and dims={dims} need the same non-zero length")
     block = {"kernel_size": kernel_size, "mlp_ratio": mlp_ratio, "layerscale_init": layerscale_init}
@@ -65,10 +76,17 @@ def convnext(
         for i, (depth, dim) in enumerate(zip(depths, dims))
     ]
     b = SpecBuilder(name, (in_chans, img_size, img_size))
-    b.add("stem_conv", "conv2d", {"out_channels": dims[0], "kernel_size": 4, "stride": 4})
+    b.add(
+        "stem_conv",
+        "conv2d",
+        # padding 0: non-overlapping patches (the default "same" padding would shift them)
+        {"out_channels": dims[0], "kernel_size": patch_size, "stride": patch_size, "padding": 0},
+    )
     b.add("stem_norm", "layernorm2d", {"eps": _EPS})
     b.add_stages(stages, drop_path_rate=drop_path_rate)
-    b.add_head(num_classes, pre=[("norm", "layernorm", {"eps": _EPS})], drop_rate=drop_rate)
+    b.add_head(
+        num_classes, pre=[("norm", "layernorm", {"eps": head_norm_eps})], drop_rate=drop_rate
+    )
     return b.build(_INIT, device=device, dtype=dtype, seed=seed)
 
 
