@@ -62,11 +62,22 @@ def _prepare_sqlite(url: str) -> None:
     if not path or path == ":memory:":
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    con = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
-    try:
-        con.execute("PRAGMA journal_mode=WAL")
-    finally:
-        con.close()
+    # Switching to WAL takes an exclusive lock, and SQLite reports SQLITE_BUSY at once
+    # (without waiting out the busy timeout) when concurrent first openings collide:
+    # check the mode first and retry the switch with backoff.
+    for attempt in range(20):
+        con = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
+        try:
+            if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            time.sleep(0.05 * (attempt + 1))
+        finally:
+            con.close()
+    raise StorageError(f"{path}: the database stayed locked while switching it to WAL mode")
 
 
 def open_storage(
