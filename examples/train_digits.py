@@ -272,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
 def plot(results: Sequence[Result], path: str) -> None:
     """Test accuracy against MACs per image (log scale), marker area ∝ parameters."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -293,6 +294,9 @@ def plot(results: Sequence[Result], path: str) -> None:
         ylabel="test accuracy (%)",
         title=f"digits {IMG}×{IMG}: reduced-width models",
     )
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.margins(x=0.25, y=0.2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
