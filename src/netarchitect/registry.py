@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -135,7 +135,25 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _MODELS if fnmatch.fnmatchcase(n, pattern))
 
 
-def create_model(name: str, **overrides: Any) -> nn.Module:
-    """Build the registered model ``name``, passing ``overrides`` to its builder."""
+def create_model(
+    name: str,
+    *,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+    **overrides: Any,
+) -> nn.Module:
+    """Build the registered model ``name``, passing ``overrides`` to its builder.
+
+    ``features_only=True`` returns a
+    :class:`~netarchitect.models.features.FeatureExtractor` over the stages
+    ``out_indices`` (all by default) instead of the classifier.
+    """
     builder = get_model_builder(name)
-    return builder(**overrides)
+    if out_indices is not None and not features_only:
+        raise TypeError("out_indices= needs features_only=True")
+    model = builder(**overrides)
+    if not features_only:
+        return model
+    from .models.features import FeatureExtractor
+
+    return FeatureExtractor(model, out_indices)
