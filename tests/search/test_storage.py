@@ -96,3 +96,8 @@ def test_a_missing_database_driver_is_a_storage_error():
         StorageError, match="cannot open storage mysql://u@h/db: Failed to import DB access module"
     ):
         open_storage("mysql://u@h/db")
+
+
+def test_missing_postgres_driver_names_the_extra():
+    with pytest.raises(StorageError, match=r"netarchitect\[postgres\]"):
+        open_storage("postgresql+pg8000://user:pw@127.0.0.1:1/db")

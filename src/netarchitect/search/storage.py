@@ -118,6 +118,8 @@ def open_storage(
                 )
         except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError, OSError) as exc:
             last = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            if isinstance(exc, ImportError) and dialect == "postgresql":
+                last += " (install the driver: pip install 'netarchitect[postgres]')"
             if not isinstance(exc, sqlalchemy.exc.SQLAlchemyError):
                 break
             time.sleep(0.3 * (attempt + 1))
