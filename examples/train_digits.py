@@ -88,7 +88,7 @@ MODELS: dict[str, Recipe] = {
             "global_pool": "avg",
         },
         2e-3,
-        24,
+        36,
         0.1,
     ),
 }
