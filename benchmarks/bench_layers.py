@@ -13,7 +13,6 @@ to ``benchmarks/results/layers.json``. Cases and target ratios (ours / peer):
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from benchmarks.harness import RESULTS_DIR, compare
+from benchmarks.harness import RESULTS_DIR, compare, parse_args, time_parser
 from netarchitect.layers.attention import MultiHeadAttention
 from netarchitect.layers.transformer import TransformerBlock
 
@@ -131,12 +130,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--results-dir", default=RESULTS_DIR)
-    args = parser.parse_args([] if argv is None else argv)  # run_all calls main()
+    args = parse_args(time_parser(__doc__, warmup=3, repeats=20), argv)
     return run(
         warmup=args.warmup,
         repeats=args.repeats,

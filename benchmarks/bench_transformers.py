@@ -15,7 +15,6 @@ ratios (ours / peer):
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks.harness import RESULTS_DIR, compare
+from benchmarks.harness import RESULTS_DIR, compare, parse_args, time_parser
 from netarchitect.generation import generate
 from netarchitect.interop import to_hf
 from netarchitect.models.gpt import gpt
@@ -101,13 +100,9 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = time_parser(__doc__, warmup=1, repeats=3)
     parser.add_argument("--gen-repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--results-dir", default=RESULTS_DIR)
-    args = parser.parse_args([] if argv is None else argv)  # run_all calls main()
+    args = parse_args(parser, argv)
     return run(
         warmup=args.warmup,
         repeats=args.repeats,

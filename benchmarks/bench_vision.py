@@ -16,7 +16,6 @@ Results, with images/s, go to ``benchmarks/results/vision.json``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -27,7 +26,7 @@ from rich.table import Table
 from torch import nn
 
 import netarchitect as na
-from benchmarks.harness import compare
+from benchmarks.harness import RESULTS_DIR, compare, parse_args, time_parser
 
 MODELS = ("resnet50", "vit_s_16")
 
@@ -104,16 +103,22 @@ def run(
     models: Sequence[str] = MODELS,
     *,
     batch: int = 4,
-    warmup: int = 1,
-    repeats: int = 3,
+    warmup: int = 2,
+    repeats: int = 7,
     threads: int = 2,
+    results_dir: str = RESULTS_DIR,
 ) -> list[dict[str, Any]]:
     rows = []
     for name in models:
         for train in (False, True):
             pass_name = "fwd_bwd" if train else "fwd"
             extra = {"model": name, "pass": pass_name, "batch": batch, "resolution": 224}
-            common = {"warmup": warmup, "repeats": repeats, "threads": threads}
+            common = {
+                "warmup": warmup,
+                "repeats": repeats,
+                "threads": threads,
+                "results_dir": results_dir,
+            }
             cases = (
                 (f"{name}_{pass_name}_b{batch}", _case, "channels_last", "contiguous"),
                 (f"{name}_vs_hf_{pass_name}_b{batch}", _hf_case, "netarchitect", "transformers"),
@@ -144,19 +149,17 @@ def run(
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = time_parser(__doc__, warmup=2, repeats=7)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", nargs="+", default=list(MODELS))
-    args = parser.parse_args([] if argv is None else argv)  # run_all calls main()
+    args = parse_args(parser, argv)
     rows = run(
         args.models,
         batch=args.batch,
         warmup=args.warmup,
         repeats=args.repeats,
         threads=args.threads,
+        results_dir=args.results_dir,
     )
     table = Table(title="images/s at 224×224 (median); ours is channels-last or netarchitect")
     for column in ("case", "peer", "ours img/s", "peer img/s", "time ratio (ours / peer)"):

@@ -7,6 +7,7 @@ atomically. :func:`render_markdown_table` turns every results file into the READ
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import os
@@ -14,7 +15,7 @@ import platform
 import resource
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,34 @@ from rich.table import Table
 
 from netarchitect._io import atomic_write_text
 
-__all__ = ["compare", "load_results", "render_markdown_table", "time_one"]
+__all__ = [
+    "compare",
+    "load_results",
+    "parse_args",
+    "render_markdown_table",
+    "time_one",
+    "time_parser",
+]
 
 Clock = Callable[[], float]
 RESULTS_DIR = "benchmarks/results"
+
+
+def time_parser(doc: str, *, warmup: int, repeats: int) -> argparse.ArgumentParser:
+    """The options every timing benchmark takes (``--warmup``, ``--repeats``, ``--threads``,
+    ``--results-dir``); described by the first line of the benchmark's ``doc``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--warmup", type=int, default=warmup)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--results-dir", default=RESULTS_DIR)
+    return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``argv`` parsed; ``None`` (``run_all`` calling ``main()``) means the defaults, never
+    ``sys.argv`` of whatever process imported the benchmark."""
+    return parser.parse_args([] if argv is None else list(argv))
 
 
 def machine_info(threads: int) -> dict[str, Any]:

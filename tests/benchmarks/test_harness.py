@@ -151,3 +151,14 @@ def test_fmt_seconds():
         "45.00 µs",
         "3 ns",
     ]
+
+
+def test_time_parser_ignores_sys_argv_when_called_without_arguments(monkeypatch):
+    from benchmarks.harness import parse_args, time_parser
+
+    monkeypatch.setattr("sys.argv", ["pytest", "-n", "2", "--cov=x"])
+    parser = time_parser("Title line\nmore", warmup=1, repeats=4)
+    args = parse_args(parser, None)
+    assert (args.warmup, args.repeats, args.threads) == (1, 4, 2)
+    assert parse_args(parser, ["--repeats", "9"]).repeats == 9
+    assert parser.description == "Title line"

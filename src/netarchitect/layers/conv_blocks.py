@@ -7,6 +7,7 @@ parameter counts match its reference blocks exactly.
 
 from __future__ import annotations
 
+import abc
 import functools
 from collections.abc import Callable
 
@@ -140,7 +141,7 @@ def _zero_norm_weight(norm: nn.Module) -> None:
             weight.zero_()
 
 
-class _SkipBlock(nn.Module):
+class _SkipBlock(nn.Module, abc.ABC):
     """Base of blocks that add their input back (with stochastic depth) when shapes allow."""
 
     has_skip: bool
@@ -152,8 +153,9 @@ class _SkipBlock(nn.Module):
         self.has_skip = stride == 1 and in_channels == out_channels
         self.drop_path = DropPath(drop_path)
 
+    @abc.abstractmethod
     def branch(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The residual branch (each block defines it)."""
 
     def reset_parameters(self) -> None:
         reset_children(self)
@@ -365,7 +367,7 @@ class FusedMBConv(_SkipBlock):
         return Example(kwargs, (example_tensor(2, 8, 6, 6),))
 
 
-class _ResNetBlock(nn.Module):
+class _ResNetBlock(nn.Module, abc.ABC):
     """Shared parts of BasicBlock / Bottleneck: projection shortcut, stochastic depth,
     zero-init of the last norm, and ``act(branch(x) + shortcut(x))``."""
 
@@ -410,8 +412,9 @@ class _ResNetBlock(nn.Module):
         reset_children(self)
         self._apply_zero_init_last()
 
+    @abc.abstractmethod
     def branch(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The residual branch (each block defines it)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
