@@ -112,9 +112,9 @@ def _example() -> Example:
         "dims": (8, 16, 16, 32),
         "head_dim": 8,
         "num_classes": 5,
-        "img_size": 32,
+        "img_size": 64,
     }
-    return Example(kwargs, (example_tensor(2, 3, 32, 32),))
+    return Example(kwargs, (example_tensor(2, 3, 64, 64),))
 
 
 @register_model("coatnet_lite_0", example=_example)
