@@ -21,7 +21,8 @@ def resolve_target(target: str, *, meta: bool, seed: int = 0) -> tuple[nn.Module
     """A model from a spec file or a registered model name, and a spec's inputs at batch 1."""
     path = Path(target)
     if path.suffix in (".yaml", ".yml", ".json") or path.is_file():
-        from .network import _DTYPES, build
+        from ._probe import DTYPES as _DTYPES
+        from .network import build
 
         model = build(path, device="meta" if meta else None, seed=seed)
         return model, [((1, *i.shape), _DTYPES[i.dtype]) for i in model.spec.inputs]

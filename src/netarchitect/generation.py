@@ -1,12 +1,11 @@
 """Autoregressive decoding for language models: greedy, temperature, top-k and nucleus sampling.
 
 Works with any model whose forward is ``model(input_ids, *, attention_mask=, kv_cache=)``
-and returns logits (B, T, V) — or an object with ``.logits`` — such as
-:class:`~netarchitect.models._lm_base.DecoderLM`; with ``use_cache`` the model must also
-have ``new_cache(max_length)`` returning one cache per layer — a
-:class:`~netarchitect.layers.kv_cache.KVCache`, or for encoder-decoder models an
-:class:`~netarchitect.layers.kv_cache.EncoderDecoderCache` that also keeps the projected
-encoder output. ``generate`` makes fresh caches on each call, so whatever they hold is
+and returns logits (B, T, V) — or an object with ``.logits`` — such as a spec-built
+:class:`~netarchitect.models._lm_base.CausalLM`; with ``use_cache`` the model must also
+have ``new_cache(max_length)`` (a network's gives a
+:class:`~netarchitect.layers.kv_cache.ModelCache` holding one cache per attention block;
+those of encoder-decoder models also keep the projected encoder output). ``generate`` makes fresh caches on each call, so whatever they hold is
 computed once per call and reused at every step. A forward that takes ``logits_to_keep``
 is asked for the last position only.
 """
@@ -68,6 +67,9 @@ def _check(
 
 
 def _accepts_logits_to_keep(model: nn.Module) -> bool:
+    names = getattr(model, "context_names", None)  # a spec-built network: its declared context
+    if names is not None:
+        return "logits_to_keep" in names
     try:
         return "logits_to_keep" in inspect.signature(model.forward).parameters
     except (TypeError, ValueError):  # pragma: no cover - builtins without a signature

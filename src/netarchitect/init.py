@@ -234,12 +234,15 @@ def _random_seed() -> int:
 
 
 def initialize(module: nn.Module, seed: int | None = None, policy: InitPolicy | str | Sequence[Mapping[str, Any]] | None = None) -> nn.Module:
-    """(Re)initialise ``module`` in place: ``reset_parameters`` everywhere, then ``policy``.
+    """(Re)initialise ``module`` in place: ``reset_parameters`` everywhere, then ``policy``
+    (default: the module's own ``init_policy``, a spec-built network's ``init`` rules).
 
     With ``seed=None`` a seed is drawn from torch's global generator (so
     ``torch.manual_seed`` still makes runs repeatable).
     """
     seed = _random_seed() if seed is None else int(seed)
+    if policy is None:
+        policy = getattr(module, "init_policy", None)
     if policy is not None and not isinstance(policy, InitPolicy):
         policy = InitPolicy.from_config(policy)
     reset_all(module, seed)

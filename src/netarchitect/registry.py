@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from torch import nn
@@ -22,17 +23,23 @@ __all__ = [
     "create_model",
     "get_block",
     "get_model_builder",
+    "get_network_class",
+    "layer_table",
     "list_blocks",
     "list_models",
+    "list_network_kinds",
     "model_example",
     "register_block",
     "register_model",
+    "register_network_kind",
     "suggest",
 ]
 
 T = TypeVar("T")
 
 _BLOCKS: dict[str, type[nn.Module]] = {}
+_LAYER_KINDS: dict[str, dict[str, type[nn.Module]]] = {}
+_NETWORK_KINDS: dict[str, type[nn.Module]] = {}
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _MODEL_EXAMPLES: dict[str, Callable[[], Example] | None] = {}
 
@@ -64,8 +71,16 @@ def _ensure_loaded() -> None:
     from . import layers, models  # noqa: F401
 
 
-def register_block(name: str) -> Callable[[type[T]], type[T]]:
-    """Class decorator registering an ``nn.Module`` subclass under ``name``."""
+def register_block(
+    name: str, *, kind: str | Sequence[str] = (), aliases: Sequence[str] = ()
+) -> Callable[[type[T]], type[T]]:
+    """Class decorator registering an ``nn.Module`` subclass under ``name``.
+
+    ``kind`` (``"norm"``, ``"act"``, ``"mlp"``, or several) also lists it, under ``name``
+    and its ``aliases``, in that kind's layer table (:func:`layer_table`): the names a
+    ``norm_layer=`` / ``act_layer=`` / ``mlp_layer=`` argument accepts.
+    """
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
 
     def decorate(cls: type[T]) -> type[T]:
         if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
@@ -74,9 +89,21 @@ def register_block(name: str) -> Callable[[type[T]], type[T]]:
             raise RegistryError(f"block {name!r} is already registered to {_BLOCKS[name]!r}")
         _BLOCKS[name] = cls  # type: ignore[assignment]
         cls.block_name = name  # type: ignore[attr-defined]
+        for k in kinds:
+            table = _LAYER_KINDS.setdefault(k, {})
+            for n in (name, *aliases):
+                if n in table and table[n] is not cls:
+                    raise RegistryError(f"{k} layer {n!r} is already registered to {table[n]!r}")
+                table[n] = cls  # type: ignore[assignment]
         return cls
 
     return decorate
+
+
+def layer_table(kind: str) -> Mapping[str, type[nn.Module]]:
+    """The live, read-only table of ``kind`` layers (``"norm"``, ``"act"``, ``"mlp"``):
+    name -> class, filled by ``register_block(..., kind=)``."""
+    return MappingProxyType(_LAYER_KINDS.setdefault(kind, {}))
 
 
 def register_model(
@@ -96,6 +123,35 @@ def register_model(
         return fn
 
     return decorate
+
+
+def register_network_kind(name: str) -> Callable[[type[T]], type[T]]:
+    """Class decorator registering a :class:`~netarchitect.network.Network` subclass as the
+    network ``kind`` a spec's ``roles`` name (``build`` returns that class)."""
+
+    def decorate(cls: type[T]) -> type[T]:
+        if name in _NETWORK_KINDS and _NETWORK_KINDS[name] is not cls:
+            raise RegistryError(f"network kind {name!r} is already registered")
+        _NETWORK_KINDS[name] = cls  # type: ignore[assignment]
+        cls.kind = name  # type: ignore[attr-defined]
+        return cls
+
+    return decorate
+
+
+def get_network_class(kind: str) -> type[nn.Module]:
+    """The Network subclass registered as ``kind``."""
+    _ensure_loaded()
+    try:
+        return _NETWORK_KINDS[kind]
+    except KeyError:
+        raise RegistryError(f"unknown network kind {kind!r}{suggest(kind, _NETWORK_KINDS)}") from None
+
+
+def list_network_kinds() -> list[str]:
+    """Sorted names of registered network kinds."""
+    _ensure_loaded()
+    return sorted(_NETWORK_KINDS)
 
 
 def get_block(name: str) -> type[nn.Module]:

@@ -20,11 +20,33 @@ A node with several inputs combines them with its ``merge`` before its block:
 ``add``, ``mul``, ``concat`` (along per-sample dimension ``merge_dim``, default
 0: channels of a channels-first tensor, features of a vector) or ``gate``
 (inputs ``[a, g]``: ``a * sigmoid(g)``; inputs ``[a, b, g]``:
-``sigmoid(g) * a + (1 - sigmoid(g)) * b``, the highway carry gate).
+``sigmoid(g) * a + (1 - sigmoid(g)) * b``, the highway carry gate); ``args``
+passes them to the block as separate positional arguments (cross-attention:
+``block(x, context)``).
+
+Sequence models need more than edges (see :mod:`netarchitect.network`)::
+
+    inputs:
+      input_ids: {shape: [16], dtype: int64}   # the probe length; any length runs
+    context: [attention_mask, kv_cache]        # optional per-call values
+    nodes:
+      - {id: embed, block: token_embedding, params: {vocab_size: 100, dim: 64},
+         context: [attention_mask, kv_cache]}  # forward(..., attention_mask=, kv_cache=)
+      - {id: h0, block: transformer_block, params: {num_heads: 4, causal: true},
+         context: {attention_mask: attention_mask, kv_cache: kv_cache}}
+      - {id: head, block: lm_head, params: {out_features: 100}}
+    tie: {head.weight: embed.token.weight}    # target parameter (or module): source
+    roles: {kind: causal_lm, ...}             # which Network class, and its named nodes
+
+A node's ``context`` lists the context values it takes (``kwarg: name`` when the
+keyword differs); ``tie`` makes a parameter or module the same object as another
+(shared weights); ``roles`` names the :class:`~netarchitect.network.Network`
+subclass ``build`` returns and the nodes its methods use.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -49,11 +71,12 @@ __all__ = [
     "validate_spec",
 ]
 
-MERGES = ("add", "concat", "mul", "gate")
+MERGES = ("add", "concat", "mul", "gate", "args")
 DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
 _ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_TOP_KEYS = {"name", "description", "inputs", "nodes", "outputs", "init"}
-_NODE_KEYS = {"id", "block", "params", "inputs", "merge", "merge_dim"}
+_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
+_TOP_KEYS = {"name", "description", "inputs", "context", "nodes", "outputs", "tie", "roles", "init"}
+_NODE_KEYS = {"id", "block", "params", "inputs", "merge", "merge_dim", "context"}
 
 
 class FrozenDict(dict):  # type: ignore[type-arg]
@@ -118,10 +141,15 @@ class NodeSpec:
     inputs: tuple[str, ...] = ()
     merge: str | None = None
     merge_dim: int = 0
+    context: Mapping[str, str] = field(default_factory=lambda: FrozenDict())
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", _freeze(dict(self.params)))
         object.__setattr__(self, "inputs", tuple(self.inputs))
+        context = self.context
+        if isinstance(context, list | tuple):
+            context = {name: name for name in context}
+        object.__setattr__(self, "context", FrozenDict(context))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "block": self.block}
@@ -132,6 +160,9 @@ class NodeSpec:
             out["merge"] = self.merge
             if self.merge == "concat" and self.merge_dim != 0:
                 out["merge_dim"] = self.merge_dim
+        if self.context:
+            same = all(k == v for k, v in self.context.items())
+            out["context"] = list(self.context) if same else dict(self.context)
         return out
 
 
@@ -145,12 +176,18 @@ class NetworkSpec:
     outputs: tuple[str, ...]
     description: str = ""
     init: tuple[Mapping[str, Any], ...] = ()
+    context: tuple[str, ...] = ()
+    tie: Mapping[str, str] = field(default_factory=lambda: FrozenDict())
+    roles: Mapping[str, Any] = field(default_factory=lambda: FrozenDict())
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "nodes", tuple(self.nodes))
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "init", tuple(_freeze(dict(r)) for r in self.init))
+        object.__setattr__(self, "context", tuple(self.context))
+        object.__setattr__(self, "tie", FrozenDict(self.tie))
+        object.__setattr__(self, "roles", _freeze(dict(self.roles)))
 
     def node(self, node_id: str) -> NodeSpec:
         """The node named ``node_id`` (``KeyError`` if absent)."""
@@ -168,11 +205,21 @@ class NetworkSpec:
         if self.description:
             out["description"] = self.description
         out["inputs"] = {i.name: i.to_dict() for i in self.inputs}
+        if self.context:
+            out["context"] = list(self.context)
         out["nodes"] = [n.to_dict() for n in self.nodes]
         out["outputs"] = list(self.outputs)
+        if self.tie:
+            out["tie"] = dict(self.tie)
+        if self.roles:
+            out["roles"] = _thaw(self.roles)
         if self.init:
             out["init"] = [_thaw(r) for r in self.init]
         return out
+
+    def replace(self, **changes: Any) -> NetworkSpec:
+        """A copy with top-level fields replaced (``name=``, ``roles=``, ``nodes=``, ...)."""
+        return dataclasses.replace(self, **changes)
 
     def replace_node(self, node_id: str, **changes: Any) -> NetworkSpec:
         """A copy with node ``node_id``'s fields replaced (``params=...``, ``block=...``)."""
@@ -183,8 +230,7 @@ class NetworkSpec:
                 fields.setdefault("params", {})
                 n = NodeSpec(**fields)
             nodes.append(n)
-        return NetworkSpec(self.name, self.inputs, tuple(nodes), self.outputs, self.description,
-                           self.init)
+        return self.replace(nodes=tuple(nodes))
 
 
 def spec_hash(spec: NetworkSpec | Mapping[str, Any]) -> str:
@@ -306,9 +352,77 @@ def _parse_node(i: int, raw: Any, previous: str | None, problems: list[Problem])
     if not isinstance(merge_dim, int) or isinstance(merge_dim, bool):
         problems.append(Problem(f"{path}.merge_dim", f"must be an integer, got {merge_dim!r}"))
         ok = False
-    if not ok:
+    context = _parse_node_context(raw.get("context"), f"{path}.context", problems)
+    if not ok or context is None:
         return None
-    return NodeSpec(node_id, block, params, tuple(inputs), merge, merge_dim)
+    return NodeSpec(node_id, block, params, tuple(inputs), merge, merge_dim, context)
+
+
+def _parse_node_context(raw: Any, path: str, problems: list[Problem]) -> dict[str, str] | None:
+    """A node's context: a list of names, or a mapping ``keyword: context name``."""
+    if raw is None:
+        return {}
+    if isinstance(raw, str):
+        raw = [raw]
+    if isinstance(raw, list | tuple):
+        raw = {name: name for name in raw} if all(isinstance(n, str) for n in raw) else None
+    if not isinstance(raw, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) and _ID.match(k) and _ID.match(v)
+        for k, v in raw.items()
+    ):
+        problems.append(Problem(path, "must be a list of context names or a mapping "
+                                      "keyword -> context name (identifiers)"))
+        return None
+    return dict(raw)
+
+
+def _parse_context(raw: Any, problems: list[Problem]) -> list[str]:
+    """The top-level ``context``: names of the per-call values the network accepts."""
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list | tuple) or not all(isinstance(n, str) and _ID.match(n) for n in raw):
+        problems.append(Problem("context", f"must be a list of identifiers, got {_short(raw)}"))
+        return []
+    if len(set(raw)) != len(raw):
+        problems.append(Problem("context", "names must be unique"))
+    return list(raw)
+
+
+def _parse_tie(raw: Any, problems: list[Problem]) -> dict[str, str]:
+    """``tie``: target path -> source path (``node.sub.param`` or ``node.sub``)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        problems.append(Problem("tie", f"must be a mapping target -> source, got {_short(raw)}"))
+        return {}
+    out = {}
+    for target, source in raw.items():
+        for what in (target, source):
+            if not isinstance(what, str) or not _PATH.match(what):
+                problems.append(Problem(f"tie.{_short(target)}", f"{_short(what)} is not a "
+                                        "dotted path like 'head.weight'"))
+                break
+        else:
+            out[target] = source
+    return out
+
+
+def _parse_roles(raw: Any, problems: list[Problem]) -> dict[str, Any]:
+    """``roles``: ``{kind: <network kind>, <role>: <node id or ids>, ...}``."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("kind"), str):
+        problems.append(Problem("roles", "must be a mapping with a 'kind' (a network kind name)"))
+        return {}
+    return dict(raw)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters (error messages never quote a whole file)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _parse(data: Any) -> tuple[NetworkSpec | None, list[Problem]]:
@@ -350,9 +464,14 @@ def _parse(data: Any) -> tuple[NetworkSpec | None, list[Problem]]:
         problems.append(Problem("init", "must be a list of rule mappings"))
         init = []
     description = data.get("description", "")
+    context = _parse_context(data.get("context"), problems)
+    tie = _parse_tie(data.get("tie"), problems)
+    roles = _parse_roles(data.get("roles"), problems)
     if not complete or not inputs or not nodes:
         return None, problems
-    return NetworkSpec(name, tuple(inputs), tuple(nodes), tuple(outputs), str(description), tuple(init)), problems
+    spec = NetworkSpec(name, tuple(inputs), tuple(nodes), tuple(outputs), str(description),
+                       tuple(init), tuple(context), tie, roles)
+    return spec, problems
 
 
 def load_spec(source: NetworkSpec | Mapping[str, Any] | str | Path, *, validate: bool = True) -> NetworkSpec:
@@ -398,6 +517,7 @@ def save_spec(spec: NetworkSpec, path: str | Path) -> Path:
 
 def validate_spec(spec: NetworkSpec) -> list[Problem]:
     """Every structural problem of ``spec`` (block names, parameters, references, cycles)."""
-    from .spec_checks import check_blocks, check_graph
+    from .spec_checks import check_blocks, check_graph, check_roles
 
-    return check_graph(spec) + check_blocks(spec)
+    graph = check_graph(spec)
+    return graph + check_blocks(spec) + (check_roles(spec) if not graph else [])

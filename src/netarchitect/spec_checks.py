@@ -17,7 +17,15 @@ from .errors import Problem, RegistryError
 from .registry import get_block, list_blocks, suggest
 from .spec import NetworkSpec
 
-__all__ = ["CHANNEL_ARGS", "block_signature", "check_blocks", "check_graph", "topological_order"]
+__all__ = [
+    "CHANNEL_ARGS",
+    "block_signature",
+    "check_blocks",
+    "check_graph",
+    "check_roles",
+    "forward_keywords",
+    "topological_order",
+]
 
 #: First constructor arguments that the builder fills from the inferred input shape.
 CHANNEL_ARGS = ("in_features", "in_channels", "dim")
@@ -99,6 +107,38 @@ def check_graph(spec: NetworkSpec) -> list[Problem]:
     for k, out in enumerate(spec.outputs):
         if out not in known:
             problems.append(Problem(f"outputs[{k}]", f"{out!r} is not a node or input{suggest(out, known)}"))
+    return problems + _check_context(spec, known) + _check_tie(spec, set(seen))
+
+
+def _check_context(spec: NetworkSpec, known: set[str]) -> list[Problem]:
+    """Context names are declared once, clash with no input or node, and are declared
+    before a node takes them."""
+    problems = []
+    declared = set(spec.context)
+    for name in spec.context:
+        if name in known:
+            problems.append(Problem("context", f"{name!r} is already an input or node name"))
+    for i, node in enumerate(spec.nodes):
+        for kwarg, name in node.context.items():
+            if name not in declared:
+                hint = suggest(name, declared) or f"; declare it under the top-level 'context' (declared: {sorted(declared)})"
+                problems.append(Problem(f"nodes[{i}].context.{kwarg}", f"unknown context {name!r}{hint}"))
+    return problems
+
+
+def _check_tie(spec: NetworkSpec, node_ids: set[str]) -> list[Problem]:
+    """Tie paths start at a node; no path is tied to itself or both tied and a tie source."""
+    problems = []
+    for target, source in spec.tie.items():
+        path = f"tie.{target}"
+        for what in (target, source):
+            head = what.split(".", 1)[0]
+            if head not in node_ids:
+                problems.append(Problem(path, f"{what!r} does not start with a node id{suggest(head, node_ids)}"))
+        if target == source:
+            problems.append(Problem(path, "is tied to itself"))
+        elif source in spec.tie:
+            problems.append(Problem(path, f"source {source!r} is itself tied to {spec.tie[source]!r}; tie to that"))
     return problems
 
 
@@ -149,8 +189,19 @@ def _hint_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
+def forward_keywords(cls: type[nn.Module]) -> set[str] | None:
+    """Keyword arguments ``cls.forward`` accepts after its tensors (``None``: any, ``**kwargs``)."""
+    try:
+        sig = inspect.signature(cls.forward)
+    except (TypeError, ValueError):  # pragma: no cover - forward without a signature
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return None
+    return {n for n, p in sig.parameters.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
 def check_blocks(spec: NetworkSpec) -> list[Problem]:
-    """Unknown blocks, unknown, missing or mistyped parameters."""
+    """Unknown blocks, unknown, missing or mistyped parameters, context a block cannot take."""
     problems: list[Problem] = []
     for i, node in enumerate(spec.nodes):
         try:
@@ -158,6 +209,11 @@ def check_blocks(spec: NetworkSpec) -> list[Problem]:
         except RegistryError:
             problems.append(Problem(f"nodes[{i}].block", f"unknown block {node.block!r}{suggest(node.block, list_blocks())}"))
             continue
+        accepted = forward_keywords(cls)
+        for kwarg in node.context:
+            if accepted is not None and kwarg not in accepted:
+                problems.append(Problem(f"nodes[{i}].context.{kwarg}",
+                                        f"block {node.block!r} does not take {kwarg}={suggest(kwarg, accepted)}"))
         params, hints = block_signature(cls)
         for key, value in node.params.items():
             path = f"nodes[{i}].params.{key}"
@@ -175,3 +231,18 @@ def check_blocks(spec: NetworkSpec) -> list[Problem]:
                 continue  # filled from the inferred input shape
             problems.append(Problem(f"nodes[{i}].params.{name}", f"missing required parameter of block {node.block!r}"))
     return problems
+
+
+def check_roles(spec: NetworkSpec) -> list[Problem]:
+    """The roles' kind is a registered network kind, whose own checks then run."""
+    if not spec.roles:
+        return []
+    from .registry import get_network_class, list_network_kinds
+
+    kind = spec.roles["kind"]
+    try:
+        cls = get_network_class(kind)
+    except RegistryError:
+        return [Problem("roles.kind", f"unknown network kind {kind!r}{suggest(kind, list_network_kinds())}")]
+    check = getattr(cls, "check_roles", None)
+    return list(check(spec)) if callable(check) else []

@@ -8,13 +8,9 @@ import torch.nn.functional as F
 
 import netarchitect as na
 from netarchitect.errors import SpecError
-from netarchitect.models.bert import (
-    BertForMaskedLM,
-    BertForSequenceClassification,
-    BertModel,
-    BertOutput,
-    bert,
-)
+from netarchitect.models._classifier import ClassifierNetwork
+from netarchitect.models._lm_base import SequenceEncoder
+from netarchitect.models.bert import BertEncoder, BertOutput, bert
 
 TINY = {"vocab_size": 64, "dim": 32, "depth": 2, "num_heads": 4, "max_positions": 16}
 
@@ -49,7 +45,8 @@ def test_encoder_outputs_and_structure() -> None:
     out = model(ids(3, 7))
     assert isinstance(out, BertOutput)
     assert out.last_hidden_state.shape == (3, 7, 32) and out.pooler_output.shape == (3, 32)
-    assert model.blocks[0].attn.mode == "post" and model.embed_norm.eps == 1e-12
+    assert isinstance(model, BertEncoder)
+    assert model.blocks[0].attn.mode == "post" and model.embedding.norm.eps == 1e-12
     assert tiny(pooler=False)(ids(1, 4)).pooler_output is None
 
 
@@ -71,31 +68,34 @@ def test_segments_change_the_output() -> None:
     zeros = model(x, token_type_ids=torch.zeros_like(types)).last_hidden_state
     torch.testing.assert_close(zeros, model(x).last_hidden_state)
     assert not torch.allclose(model(x, token_type_ids=types).last_hidden_state, zeros)
-    with pytest.raises(ValueError, match="no segment embedding"):
+    with pytest.raises(ValueError, match="no segments"):
         tiny(type_vocab_size=0)(x, token_type_ids=types)
-    assert tiny(type_vocab_size=0).type_embed is None
+    assert tiny(type_vocab_size=0).embedding.segment is None
 
 
 def test_masked_lm_head_is_tied() -> None:
     model = tiny(head="mlm")
-    assert isinstance(model, BertForMaskedLM)
-    assert model.mlm_head.decoder.weight is model.bert.tok_embed.weight
-    assert model.bert.pooler is None
+    assert isinstance(model, SequenceEncoder)
+    assert model.head.weight is model.tok_embed.weight
+    assert "pooler" not in model.nodes
     assert model(ids(2, 5)).shape == (2, 5, 64)
+    rebuilt = na.build(model.spec, seed=0)
+    assert rebuilt.head.weight is rebuilt.tok_embed.weight
 
 
 def test_sequence_classification_contract() -> None:
     model = tiny(head="classification", num_classes=3)
-    assert isinstance(model, BertForSequenceClassification)
-    x = ids(2, 5)
-    feats = model.forward_features(x)
-    assert feats.shape == (2, model.num_features)
-    torch.testing.assert_close(model.forward_head(feats), model(x))
-    assert model.forward_head(feats, pre_logits=True).shape == (2, 32)
+    assert isinstance(model, ClassifierNetwork)
+    x, mask = ids(2, 5), torch.tensor([[1] * 5, [1] * 3 + [0] * 2])
+    feats = model.forward_features(x, attention_mask=mask)
+    assert feats.shape == (2, 5, model.num_features)  # every token (the pooler is the head's)
+    torch.testing.assert_close(model.forward_head(feats), model(x, attention_mask=mask))
+    pooled = model.forward_head(feats, pre_logits=True)
+    assert pooled.shape == (2, 32) and bool((pooled.abs() <= 1).all())  # tanh pooler
     model.reset_classifier(7)
     assert model(x).shape == (2, 7) and model.feature_info[0]["num_chs"] == 32
     with pytest.raises(SpecError):
-        model.reset_classifier(0)
+        model.reset_classifier(-1)
 
 
 def test_pre_norm_variant_and_checkpointing() -> None:
@@ -115,6 +115,6 @@ def test_bad_arguments() -> None:
     with pytest.raises(SpecError, match="head="):
         bert(head="nsp")
     with pytest.raises(SpecError, match="norm="):
-        BertModel(64, 32, depth=1, num_heads=4, norm="sandwich")
+        bert(vocab_size=64, dim=32, depth=1, num_heads=4, norm="sandwich")
     with pytest.raises(ValueError, match="integer token ids"):
         tiny()(torch.randn(2, 3))

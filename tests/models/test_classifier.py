@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import netarchitect as na
 from netarchitect.errors import SpecError
-from netarchitect.models import _classifier
+from netarchitect import network as network_module
 from netarchitect.models._classifier import ClassifierNetwork
 from netarchitect.models._stages import (
     SpecBuilder,
@@ -132,7 +132,7 @@ def test_grad_checkpointing_recomputes_body_nodes(monkeypatch) -> None:
         calls.append(fn)
         return torch.utils.checkpoint.checkpoint(fn, *args, **kwargs)
 
-    monkeypatch.setattr(_classifier, "checkpoint", spy)
+    monkeypatch.setattr(network_module, "checkpoint", spy)
     ref = model(x)
     assert not calls
     model.set_grad_checkpointing()

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 import netarchitect as na
 from netarchitect.errors import SpecError
 from netarchitect.generation import generate
-from netarchitect.layers.kv_cache import EncoderDecoderCache, KVCache
-from netarchitect.models.encoder_decoder import EncoderDecoderTransformer, encoder_decoder
+from netarchitect.layers.kv_cache import EncoderDecoderCache, ModelCache
+from netarchitect.models.encoder_decoder import Seq2SeqTransformer, encoder_decoder
 
 TINY = {
     "vocab_size": 64, "dim": 32, "encoder_depth": 2, "decoder_depth": 2, "num_heads": 4,
@@ -22,7 +22,7 @@ def ids(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 64, shape, generator=torch.Generator().manual_seed(seed))
 
 
-def tiny(**kwargs) -> EncoderDecoderTransformer:
+def tiny(**kwargs) -> Seq2SeqTransformer:
     torch.manual_seed(0)
     return encoder_decoder(**{**TINY, **kwargs}).eval()
 
@@ -46,17 +46,20 @@ def test_shapes_and_cached_decoding(kwargs) -> None:
     steps = [model.decode(tgt[:, :2], memory, kv_cache=cache)]
     steps += [model.decode(tgt[:, t : t + 1], memory, kv_cache=cache) for t in range(2, 6)]
     torch.testing.assert_close(torch.cat(steps, dim=1), logits, atol=1e-5, rtol=1e-5)
+    assert isinstance(cache, ModelCache) and len(cache) == 2 and cache.length == 6
     assert isinstance(cache[0], EncoderDecoderCache)
     assert cache[0].length == 6 and cache[0].cross_attn.length == 7  # source projected once
+    assert cache.nodes == ["decoder_0", "decoder_1"]
 
 
-def test_plain_self_attention_caches_still_decode() -> None:
-    model = tiny()
-    src, tgt = ids(2, 7), ids(2, 4, seed=1)
-    memory, cache = model.encode(src), KVCache.create(2)
-    steps = [model.decode(tgt[:, t : t + 1], memory, kv_cache=cache) for t in range(4)]
-    torch.testing.assert_close(torch.cat(steps, dim=1), model(src, tgt), atol=1e-5, rtol=1e-5)
-    assert cache[0].length == 4
+def test_spec_round_trip_gives_the_same_model() -> None:
+    model = tiny(pos="learned", norm="pre")
+    src, tgt = ids(2, 7), ids(2, 6, seed=1)
+    rebuilt = na.build(model.spec)
+    rebuilt.load_state_dict(model.state_dict())
+    assert isinstance(rebuilt, Seq2SeqTransformer) and na.spec_hash(rebuilt.spec) == na.spec_hash(model.spec)
+    torch.testing.assert_close(rebuilt.eval()(src, tgt), model(src, tgt))
+    assert rebuilt.head.weight is rebuilt.tgt_embed.token.weight is rebuilt.src_embed.token.weight
 
 
 def test_generate_projects_the_source_once_per_call() -> None:
@@ -133,5 +136,5 @@ def test_bad_arguments() -> None:
     with pytest.raises(SpecError):
         tiny(norm="sandwich")
     model = tiny()
-    with pytest.raises(ValueError, match=r"one cache per decoder block \(2\), got 0"):
+    with pytest.raises(TypeError, match="kv_cache must be"):
         model.decode(ids(1, 2), model.encode(ids(1, 3)), kv_cache=[])

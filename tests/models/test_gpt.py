@@ -1,8 +1,6 @@
-"""GPT-2 family and the shared DecoderLM: reference sizes, caching, causality, padding, training."""
+"""GPT-2 family and the shared decoder LM: reference sizes, caching, causality, padding, training."""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 import torch
@@ -10,7 +8,7 @@ import torch.nn.functional as F
 
 import netarchitect as na
 from netarchitect.errors import SpecError
-from netarchitect.models._lm_base import DecoderLM
+from netarchitect.models._lm_base import CausalLM
 from netarchitect.models.gpt import gpt
 
 TINY = {"vocab_size": 64, "dim": 32, "depth": 2, "num_heads": 4, "max_positions": 32}
@@ -24,7 +22,7 @@ def ids(*shape: int, seed: int = 0, vocab: int = 64) -> torch.Tensor:
     return torch.randint(0, vocab, shape, generator=torch.Generator().manual_seed(seed))
 
 
-def tiny(**kwargs) -> DecoderLM:
+def tiny(**kwargs) -> CausalLM:
     torch.manual_seed(0)
     return gpt(**{**TINY, **kwargs}).eval()
 
@@ -162,7 +160,7 @@ def test_bad_inputs() -> None:
         model(torch.zeros(2, 0, dtype=torch.long))
     with pytest.raises(ValueError, match="attention_mask must have shape"):
         model(ids(2, 4), attention_mask=torch.ones(2, 5))
-    with pytest.raises(ValueError, match="one KVCache per block"):
+    with pytest.raises(TypeError, match="kv_cache must be"):
         model(ids(2, 4), kv_cache=[])
     with pytest.raises(ValueError, match="exceed max_positions"):
         model(ids(1, 33))
@@ -183,7 +181,6 @@ def test_tiny_lm_overfits_short_text() -> None:
     torch.manual_seed(0)
     model = gpt(vocab_size=len(chars), dim=64, depth=2, num_heads=4, max_positions=256)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    start = time.perf_counter()
     losses = []
     for _ in range(120):
         logits = model(data[:, :-1])
@@ -192,7 +189,6 @@ def test_tiny_lm_overfits_short_text() -> None:
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert time.perf_counter() - start < 10
     assert losses[-1] <= 0.1 * losses[0], (losses[0], losses[-1])
 
 

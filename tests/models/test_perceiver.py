@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import netarchitect as na
 from netarchitect.errors import SpecError
 from netarchitect.models.perceiver import PerceiverCrossBlock, fourier_features, perceiver
 
@@ -30,7 +31,7 @@ def test_classification_head_pools_latents() -> None:
     model = tiny(num_classes=3)
     x = feats(2, 9, 5)
     latents = model.forward_features(x)
-    torch.testing.assert_close(model(x), model.head(latents.mean(1)))
+    torch.testing.assert_close(model(x), model.get_classifier()(latents.mean(1)))
     assert model.forward_head(latents, pre_logits=True).shape == (2, 16)
 
 
@@ -44,11 +45,18 @@ def test_masked_inputs_are_ignored() -> None:
 
 def test_weight_sharing_across_repeats() -> None:
     shared, separate = tiny(num_repeats=3), tiny(num_repeats=3, share_weights=False)
-    assert len(shared.cross) == 2 and len(shared.latent_blocks) == 1
-    assert len(separate.cross) == 3 and len(separate.latent_blocks) == 3
+    nodes = shared.nodes
+    assert nodes["cross_2"] is nodes["cross_1"] and nodes["cross_1"] is not nodes["cross_0"]
+    assert nodes["r2_block_0"] is nodes["r1_block_0"] is nodes["r0_block_0"]
+    assert separate.nodes["cross_2"] is not separate.nodes["cross_1"]
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    cross, block = count(nodes["cross_0"]), count(nodes["r0_block_0"])
+    assert count(separate) - count(shared) == cross + 2 * block
     x = feats(2, 8, 5)
     shared.train()(x).sum().backward()
     assert all(p.grad is not None for p in shared.parameters())
+    rebuilt = na.build(shared.spec, seed=0)
+    assert rebuilt.nodes["cross_2"] is rebuilt.nodes["cross_1"] and count(rebuilt) == count(shared)
 
 
 def test_fourier_features() -> None:
@@ -57,7 +65,7 @@ def test_fourier_features() -> None:
     torch.testing.assert_close(f[:, 0], torch.linspace(-1, 1, 5))
     torch.testing.assert_close(f[:, 1:4] ** 2 + f[:, 4:] ** 2, torch.ones(5, 3))
     model = tiny(num_fourier_bands=3)
-    assert model.cross[0].context_norm.normalized_shape == (12,)
+    assert model.nodes["cross_0"].context_norm.normalized_shape == (12,)
     assert model(feats(1, 6, 5)).shape == (1, 4, 16)
 
 

@@ -4,20 +4,21 @@
 copies its weights; ``to_hf(model)`` does the reverse. Converted models compute the same
 outputs (float32 logits agree to ~1e-6). Supported:
 
-=======================================  =======================================
-transformers                             netarchitect
-=======================================  =======================================
-``GPT2LMHeadModel`` / ``GPT2Model``      :class:`DecoderLM` from :func:`gpt`
-``LlamaForCausalLM`` / ``LlamaModel``    :class:`DecoderLM` from :func:`llama`
-``BertModel``                            :class:`BertModel`
-``BertForMaskedLM``                      :class:`BertForMaskedLM`
-``BertForSequenceClassification``        :class:`BertForSequenceClassification`
-=======================================  =======================================
+=======================================  ==================================================
+transformers                             netarchitect (spec-built)
+=======================================  ==================================================
+``GPT2LMHeadModel`` / ``GPT2Model``      :class:`CausalLM` from :func:`gpt`
+``LlamaForCausalLM`` / ``LlamaModel``    :class:`CausalLM` from :func:`llama`
+``BertModel``                            :class:`BertEncoder` from :func:`bert`
+``BertForMaskedLM``                      ``bert(head="mlm")`` (a :class:`SequenceEncoder`)
+``BertForSequenceClassification``        ``bert(head="classification")`` (a classifier)
+=======================================  ==================================================
 
 Weights map through one table of key pairs per family (:class:`Rule`): GPT-2's
 ``Conv1D`` weights are transposed and its fused ``c_attn`` is split into q/k/v; LLaMA and
-BERT names map one to one. From a base model (``GPT2Model``, ``LlamaModel``) the LM head
-of an untied model keeps its initial weights. ``transformers`` (extra ``hf``) is imported
+BERT names map one to one onto our nodes (``embed``, ``block_i``, ``norm``, ``head``,
+...). From a base model (``GPT2Model``, ``LlamaModel``) the LM head of an untied model
+keeps its initial weights. ``transformers`` (extra ``hf``) is imported
 only here, when a conversion runs.
 """
 
@@ -32,8 +33,9 @@ from torch import Tensor, nn
 from ..layers.activation import GELU, GELUTanh, ReLU, SiLU
 from ..layers.mlp import MLP, GatedMLP
 from ..layers.positional import ROPE_SCALING_KEYS
-from ..models._lm_base import DecoderLM
-from ..models.bert import BertForMaskedLM, BertForSequenceClassification, BertModel, bert
+from ..models._classifier import ClassifierNetwork
+from ..models._lm_base import CausalLM, MoECausalLM, SequenceEncoder
+from ..models.bert import BertEncoder, bert
 from ..models.gpt import gpt
 from ..models.llama import llama
 from .hf_vision import from_hf_vision, is_hf_vision
@@ -113,15 +115,21 @@ def convert_state(state: dict[str, Tensor], rules: list[Rule], *, to: str) -> di
 # --- GPT-2 -------------------------------------------------------------------------------
 
 
-def _gpt2_rules(model: DecoderLM, prefix: str, head: bool) -> list[Rule]:
+def _blocks(model: nn.Module) -> list[str]:
+    """Our Transformer block nodes, in order."""
+    spec = model.spec  # type: ignore[attr-defined]
+    return [n.id for n in spec.nodes if n.block == "transformer_block"]
+
+
+def _gpt2_rules(model: CausalLM, prefix: str, head: bool) -> list[Rule]:
     p = prefix
     rules = [
-        Rule(f"{p}wte.weight", ("tok_embed.weight",)),
-        Rule(f"{p}wpe.weight", ("pos_embed.weight",)),
-        *_linear(f"{p}ln_f", "norm"),
+        Rule(f"{p}wte.weight", ("nodes.embed.token.weight",)),
+        Rule(f"{p}wpe.weight", ("nodes.embed.pos.weight",)),
+        *_linear(f"{p}ln_f", "nodes.norm"),
     ]
-    for i in range(model.depth):
-        h, b = f"{p}h.{i}.", f"blocks.{i}."
+    for i, node in enumerate(_blocks(model)):
+        h, b = f"{p}h.{i}.", f"nodes.{node}."
         rules += _linear(f"{h}ln_1", f"{b}attn.norm")
         for kind in ("weight", "bias"):
             qkv = tuple(f"{b}attn.fn.{x}_proj.{kind}" for x in "qkv")
@@ -130,10 +138,10 @@ def _gpt2_rules(model: DecoderLM, prefix: str, head: bool) -> list[Rule]:
         rules += _linear(f"{h}ln_2", f"{b}mlp.norm")
         rules += _linear(f"{h}mlp.c_fc", f"{b}mlp.fn.fc1", transpose=True)
         rules += _linear(f"{h}mlp.c_proj", f"{b}mlp.fn.fc2", transpose=True)
-    return rules + [Rule("lm_head.weight", ("head.weight",))] if head else rules
+    return rules + [Rule("lm_head.weight", ("nodes.head.weight",))] if head else rules
 
 
-def _gpt2_from_config(config: Any, factory: dict[str, Any]) -> DecoderLM:
+def _gpt2_from_config(config: Any, factory: dict[str, Any]) -> CausalLM:
     if not config.scale_attn_weights or config.scale_attn_by_inverse_layer_idx:
         raise ValueError("GPT-2 attention must use the plain 1/sqrt(head_dim) scale")
     if getattr(config, "add_cross_attention", False):
@@ -154,7 +162,7 @@ def _gpt2_from_config(config: Any, factory: dict[str, Any]) -> DecoderLM:
     )
 
 
-def _gpt2_config(model: DecoderLM) -> dict[str, Any]:
+def _gpt2_config(model: CausalLM) -> dict[str, Any]:
     attn, mlp = _decoder_parts(model, "learned", MLP)
     if attn.q_proj.bias is None:
         raise ValueError("GPT-2 has attention biases: build with bias=True")
@@ -181,16 +189,16 @@ def _gpt2_config(model: DecoderLM) -> dict[str, Any]:
 # --- LLaMA -------------------------------------------------------------------------------
 
 
-def _llama_rules(model: DecoderLM, prefix: str, head: bool) -> list[Rule]:
+def _llama_rules(model: CausalLM, prefix: str, head: bool) -> list[Rule]:
     p = prefix
     attn_bias = model.blocks[0].attn.fn.q_proj.bias is not None
     mlp_bias = model.blocks[0].mlp.fn.gate_proj.bias is not None
     rules = [
-        Rule(f"{p}embed_tokens.weight", ("tok_embed.weight",)),
-        Rule(f"{p}norm.weight", ("norm.weight",)),
+        Rule(f"{p}embed_tokens.weight", ("nodes.embed.token.weight",)),
+        Rule(f"{p}norm.weight", ("nodes.norm.weight",)),
     ]
-    for i in range(model.depth):
-        h, b = f"{p}layers.{i}.", f"blocks.{i}."
+    for i, node in enumerate(_blocks(model)):
+        h, b = f"{p}layers.{i}.", f"nodes.{node}."
         rules.append(Rule(f"{h}input_layernorm.weight", (f"{b}attn.norm.weight",)))
         for x in ("q", "k", "v"):
             rules += _linear(f"{h}self_attn.{x}_proj", f"{b}attn.fn.{x}_proj", bias=attn_bias)
@@ -198,7 +206,7 @@ def _llama_rules(model: DecoderLM, prefix: str, head: bool) -> list[Rule]:
         rules.append(Rule(f"{h}post_attention_layernorm.weight", (f"{b}mlp.norm.weight",)))
         for x in ("gate", "up", "down"):
             rules += _linear(f"{h}mlp.{x}_proj", f"{b}mlp.fn.{x}_proj", bias=mlp_bias)
-    return rules + [Rule("lm_head.weight", ("head.weight",))] if head else rules
+    return rules + [Rule("lm_head.weight", ("nodes.head.weight",))] if head else rules
 
 
 #: Our RoPE scaling keys whose transformers ``rope_parameters`` names differ.
@@ -230,7 +238,7 @@ def _rope_parameters_to_hf(base: float, scaling: dict[str, Any] | None) -> dict[
     return {"rope_type": "default", "rope_theta": base, **hf_scaling}
 
 
-def _llama_from_config(config: Any, factory: dict[str, Any]) -> DecoderLM:
+def _llama_from_config(config: Any, factory: dict[str, Any]) -> CausalLM:
     rope = dict(config.rope_parameters or {})
     rope_scaling = _rope_scaling_from_hf(rope)
     if config.hidden_act not in ("silu", "swish"):
@@ -255,7 +263,7 @@ def _llama_from_config(config: Any, factory: dict[str, Any]) -> DecoderLM:
     )
 
 
-def _llama_config(model: DecoderLM) -> dict[str, Any]:
+def _llama_config(model: CausalLM) -> dict[str, Any]:
     attn, mlp = _decoder_parts(model, "rope", GatedMLP)
     if not isinstance(mlp.act, SiLU):
         raise TypeError(f"LLaMA's MLP is SwiGLU: got activation {type(mlp.act).__name__}")
@@ -279,7 +287,7 @@ def _llama_config(model: DecoderLM) -> dict[str, Any]:
     }
 
 
-def _decoder_parts(model: DecoderLM, pos: str, mlp_type: type[nn.Module]) -> tuple[Any, Any]:
+def _decoder_parts(model: CausalLM, pos: str, mlp_type: type[nn.Module]) -> tuple[Any, Any]:
     """Block 0's attention and MLP, after checking the model has the family's structure."""
     family = "GPT-2" if pos == "learned" else "LLaMA"
     if model.pos != pos:
@@ -298,17 +306,18 @@ def _decoder_parts(model: DecoderLM, pos: str, mlp_type: type[nn.Module]) -> tup
 
 
 def _bert_rules(model: nn.Module, kind: str) -> list[Rule]:
-    encoder: BertModel = model if kind == "base" else model.bert  # type: ignore[assignment]
-    p, o = ("", "") if kind == "base" else ("bert.", "bert.")
+    """Rules between our BERT network and transformers' ``kind`` (base, mlm, cls) model."""
+    nodes = model.nodes  # type: ignore[attr-defined]
+    p = "" if kind == "base" else "bert."
     e = f"{p}embeddings."
     rules = [
-        Rule(f"{e}word_embeddings.weight", (f"{o}tok_embed.weight",)),
-        Rule(f"{e}position_embeddings.weight", (f"{o}pos_embed.weight",)),
-        Rule(f"{e}token_type_embeddings.weight", (f"{o}type_embed.weight",)),
-        *_linear(f"{e}LayerNorm", f"{o}embed_norm"),
+        Rule(f"{e}word_embeddings.weight", ("nodes.embed.token.weight",)),
+        Rule(f"{e}position_embeddings.weight", ("nodes.embed.pos.weight",)),
+        Rule(f"{e}token_type_embeddings.weight", ("nodes.embed.segment.weight",)),
+        *_linear(f"{e}LayerNorm", "nodes.embed.norm"),
     ]
-    for i in range(encoder.depth):
-        h, b = f"{p}encoder.layer.{i}.", f"{o}blocks.{i}."
+    for i, node in enumerate(_blocks(model)):
+        h, b = f"{p}encoder.layer.{i}.", f"nodes.{node}."
         for hf, ours in (("query", "q_proj"), ("key", "k_proj"), ("value", "v_proj")):
             rules += _linear(f"{h}attention.self.{hf}", f"{b}attn.fn.{ours}")
         rules += _linear(f"{h}attention.output.dense", f"{b}attn.fn.out_proj")
@@ -316,16 +325,16 @@ def _bert_rules(model: nn.Module, kind: str) -> list[Rule]:
         rules += _linear(f"{h}intermediate.dense", f"{b}mlp.fn.fc1")
         rules += _linear(f"{h}output.dense", f"{b}mlp.fn.fc2")
         rules += _linear(f"{h}output.LayerNorm", f"{b}mlp.norm")
-    if encoder.pooler is not None:
-        rules += _linear(f"{p}pooler.dense", f"{o}pooler")
+    if "pooler" in nodes and kind != "mlm":
+        rules += _linear(f"{p}pooler.dense", "nodes.pooler")
     if kind == "mlm":
         c = "cls.predictions."
-        rules += _linear(f"{c}transform.dense", "mlm_head.dense")
-        rules += _linear(f"{c}transform.LayerNorm", "mlm_head.norm")
-        rules += _linear(f"{c}decoder", "mlm_head.decoder")
-        rules.append(Rule(f"{c}bias", ("mlm_head.decoder.bias",)))
+        rules += _linear(f"{c}transform.dense", "nodes.mlm_dense")
+        rules += _linear(f"{c}transform.LayerNorm", "nodes.mlm_norm")
+        rules += _linear(f"{c}decoder", "nodes.mlm_head")
+        rules.append(Rule(f"{c}bias", ("nodes.mlm_head.bias",)))
     elif kind == "cls":
-        rules += _linear("classifier", "classifier")
+        rules += _linear("classifier", "nodes.head")
     return rules
 
 
@@ -357,26 +366,41 @@ def _bert_from_config(config: Any, kind: str, pooler: bool, factory: dict[str, A
     )
 
 
+def _bert_kind(model: nn.Module) -> str | None:
+    """``base``, ``mlm`` or ``cls`` for our BERT networks; ``None`` for anything else."""
+    nodes = getattr(model, "nodes", {})
+    if "embed" not in nodes or getattr(nodes["embed"], "segment", None) is None:
+        return None
+    if isinstance(model, BertEncoder):
+        return "base"
+    if isinstance(model, SequenceEncoder) and "mlm_head" in nodes:
+        return "mlm"
+    if isinstance(model, ClassifierNetwork) and "pooler" in nodes:
+        return "cls"
+    return None
+
+
 def _bert_config(model: nn.Module, kind: str) -> dict[str, Any]:
-    encoder: BertModel = model if kind == "base" else model.bert  # type: ignore[assignment]
-    block = encoder.blocks[0]
-    if block.attn.mode != "post" or encoder.type_embed is None:
+    nodes = model.nodes  # type: ignore[attr-defined]
+    embed, block = nodes["embed"], nodes[_blocks(model)[0]]
+    if block.attn.mode != "post":
         raise ValueError("transformers BERT is post-norm with a segment embedding")
     extra: dict[str, Any] = {}
     if kind == "cls":
-        extra = {"num_labels": model.num_classes, "classifier_dropout": model.head_drop.p}
+        drop = nodes["head_drop"].p if "head_drop" in nodes else 0.0
+        extra = {"num_labels": model.num_classes, "classifier_dropout": drop}
     return dict(
-        vocab_size=encoder.tok_embed.num_embeddings,
-        hidden_size=encoder.dim,
-        num_hidden_layers=encoder.depth,
+        vocab_size=embed.vocab_size,
+        hidden_size=embed.dim,
+        num_hidden_layers=len(_blocks(model)),
         num_attention_heads=block.attn.fn.num_heads,
         intermediate_size=block.mlp.fn.fc1.out_features,
         hidden_act=_act_to_hf(block.mlp.fn.act, gelu_tanh="gelu_pytorch_tanh"),
-        hidden_dropout_prob=encoder.drop.p,
+        hidden_dropout_prob=embed.drop.p,
         attention_probs_dropout_prob=block.attn.fn.attn_drop,
-        max_position_embeddings=encoder.pos_embed.max_positions,
-        type_vocab_size=encoder.type_embed.num_embeddings,
-        layer_norm_eps=encoder.embed_norm.eps,
+        max_position_embeddings=embed.max_positions,
+        type_vocab_size=embed.segment.num_embeddings,
+        layer_norm_eps=embed.norm.eps,
         **extra,
     )
 
@@ -440,7 +464,7 @@ def from_hf(hf_model: nn.Module) -> nn.Module:
     hf_state = {k: v.detach().cpu() for k, v in hf_model.state_dict().items()}
     state = convert_state(hf_state, _rules(family, kind, model), to="ours")
     missing, unexpected = model.load_state_dict(state, strict=False)
-    allowed = {"head.weight"} if kind == "base" else set()
+    allowed = {"nodes.head.weight"} if kind == "base" else set()
     if set(missing) - allowed or unexpected:  # pragma: no cover - the tables cover every key
         unset = sorted(set(missing) - allowed)
         raise RuntimeError(f"conversion left {unset} unset and {unexpected} unused")
@@ -450,30 +474,29 @@ def from_hf(hf_model: nn.Module) -> nn.Module:
 def to_hf(model: nn.Module, *, base: bool = False, **config_kwargs: Any) -> nn.Module:
     """The transformers model equivalent to a netarchitect GPT-2-, LLaMA- or BERT-style model.
 
-    A :class:`DecoderLM` with learned positions becomes ``GPT2LMHeadModel``, one with RoPE
+    A :class:`CausalLM` with learned positions becomes ``GPT2LMHeadModel``, one with RoPE
     ``LlamaForCausalLM`` (``base=True``: ``GPT2Model`` / ``LlamaModel``, without the head);
-    :class:`BertModel`, :class:`BertForMaskedLM` and :class:`BertForSequenceClassification`
-    become their transformers namesakes (``base=True``: the ``BertModel`` inside).
-    ``config_kwargs`` go to the transformers config (``attn_implementation="eager"``).
-    The result has the model's dtype, device and train/eval mode.
+    BERT encoders (:func:`bert` with ``head=None``, ``"mlm"`` or ``"classification"``)
+    become ``BertModel``, ``BertForMaskedLM`` or ``BertForSequenceClassification``
+    (``base=True``: the ``BertModel`` inside). ``config_kwargs`` go to the transformers
+    config (``attn_implementation="eager"``). The result has the model's dtype, device and
+    train/eval mode.
     """
-    if isinstance(model, (BertForMaskedLM, BertForSequenceClassification)) and base:
-        model = model.bert
-    if isinstance(model, DecoderLM):
+    bert_kind = _bert_kind(model)
+    if isinstance(model, CausalLM) and not isinstance(model, MoECausalLM):
         family = "gpt2" if model.pos == "learned" else "llama"
         kind = "base" if base else "lm"
         config = _gpt2_config(model) if family == "gpt2" else _llama_config(model)
-    elif isinstance(model, (BertModel, BertForMaskedLM, BertForSequenceClassification)):
-        family = "bert"
-        kind = {BertModel: "base", BertForMaskedLM: "mlm"}.get(type(model), "cls")
-        config = _bert_config(model, kind)
+    elif bert_kind is not None:
+        family, kind = "bert", "base" if base else bert_kind
+        config = _bert_config(model, bert_kind)
     else:
         raise TypeError(f"cannot convert {type(model).__name__} to a transformers model")
     tf = _transformers()
     config_cls = {"gpt2": tf.GPT2Config, "llama": tf.LlamaConfig, "bert": tf.BertConfig}[family]
     config = config_cls(**{**config, **config_kwargs})
     cls = getattr(tf, _CLASS_OF[(family, kind)])
-    extra = {"add_pooling_layer": model.pooler is not None} if cls is tf.BertModel else {}
+    extra = {"add_pooling_layer": "pooler" in model.nodes} if cls is tf.BertModel else {}
     hf_model = cls(config, **extra)
     state = convert_state(model.state_dict(), _rules(family, kind, model), to="hf")
     hf_model.load_state_dict(state, strict=True)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..registry import Example, register_block
+from ..registry import Example, layer_table, register_block
 from ._factory import (
     LayerType,
     ParameterFree,
@@ -22,7 +22,6 @@ from ._factory import (
     example_tensor,
     resolve_layer,
 )
-from .basic import Identity
 
 __all__ = [
     "ACT_LAYERS",
@@ -63,7 +62,7 @@ class _InplaceActivation(_Activation):
         super().__init__(inplace=inplace)
 
 
-@register_block("relu")
+@register_block("relu", kind="act")
 class ReLU(_InplaceActivation, nn.ReLU):
     """``max(0, x)``.
 
@@ -72,7 +71,7 @@ class ReLU(_InplaceActivation, nn.ReLU):
     """
 
 
-@register_block("relu6")
+@register_block("relu6", kind="act")
 class ReLU6(_InplaceActivation, nn.ReLU6):
     """``min(max(0, x), 6)`` (MobileNetV2).
 
@@ -81,7 +80,7 @@ class ReLU6(_InplaceActivation, nn.ReLU6):
     """
 
 
-@register_block("leaky_relu")
+@register_block("leaky_relu", kind="act")
 class LeakyReLU(_Activation, nn.LeakyReLU):
     """``max(0, x) + negative_slope * min(0, x)``.
 
@@ -100,7 +99,7 @@ class LeakyReLU(_Activation, nn.LeakyReLU):
         super().__init__(negative_slope=negative_slope, inplace=inplace)
 
 
-@register_block("gelu")
+@register_block("gelu", kind="act")
 class GELU(_Activation, nn.GELU):
     """Gaussian error linear unit (Hendrycks & Gimpel, 2016): ``x · Φ(x)``.
 
@@ -117,7 +116,7 @@ class GELU(_Activation, nn.GELU):
         super().__init__(approximate=approximate)
 
 
-@register_block("gelu_tanh")
+@register_block("gelu_tanh", kind="act")
 class GELUTanh(GELU):
     """GELU with the tanh approximation ``0.5x(1 + tanh(√(2/π)(x + 0.044715x³)))``.
 
@@ -129,7 +128,7 @@ class GELUTanh(GELU):
         super().__init__(approximate="tanh")
 
 
-@register_block("silu")
+@register_block("silu", kind="act", aliases=("swish",))
 class SiLU(_InplaceActivation, nn.SiLU):
     """SiLU / Swish (Ramachandran et al., 2017; Elfwing et al., 2018): ``x · σ(x)``.
 
@@ -138,7 +137,7 @@ class SiLU(_InplaceActivation, nn.SiLU):
     """
 
 
-@register_block("mish")
+@register_block("mish", kind="act")
 class Mish(_InplaceActivation, nn.Mish):
     """Mish (Misra, 2019): ``x · tanh(softplus(x))``.
 
@@ -147,7 +146,7 @@ class Mish(_InplaceActivation, nn.Mish):
     """
 
 
-@register_block("hardswish")
+@register_block("hardswish", kind="act")
 class HardSwish(_InplaceActivation, nn.Hardswish):
     """Hard swish (MobileNetV3): ``x · relu6(x + 3) / 6``.
 
@@ -156,7 +155,7 @@ class HardSwish(_InplaceActivation, nn.Hardswish):
     """
 
 
-@register_block("hardsigmoid")
+@register_block("hardsigmoid", kind="act")
 class HardSigmoid(_InplaceActivation, nn.Hardsigmoid):
     """Hard sigmoid (MobileNetV3): ``relu6(x + 3) / 6``.
 
@@ -165,7 +164,7 @@ class HardSigmoid(_InplaceActivation, nn.Hardsigmoid):
     """
 
 
-@register_block("relu2")
+@register_block("relu2", kind="act", aliases=("squared_relu",))
 class SquaredReLU(_Activation, nn.Module):
     """Squared ReLU (So et al., 2021, Primer): ``relu(x)²``.
 
@@ -180,7 +179,7 @@ class SquaredReLU(_Activation, nn.Module):
         return torch.square(F.relu(x))
 
 
-@register_block("elu")
+@register_block("elu", kind="act")
 class ELU(_Activation, nn.ELU):
     """Exponential linear unit (Clevert et al., 2015): ``x`` if ``x > 0`` else ``α(eˣ - 1)``.
 
@@ -199,7 +198,7 @@ class ELU(_Activation, nn.ELU):
         super().__init__(alpha=alpha, inplace=inplace)
 
 
-@register_block("tanh")
+@register_block("tanh", kind="act")
 class Tanh(_Activation, nn.Tanh):
     """Hyperbolic tangent.
 
@@ -211,7 +210,7 @@ class Tanh(_Activation, nn.Tanh):
         super().__init__()
 
 
-@register_block("sigmoid")
+@register_block("sigmoid", kind="act")
 class Sigmoid(_Activation, nn.Sigmoid):
     """Logistic sigmoid ``σ(x) = 1 / (1 + e⁻ˣ)``.
 
@@ -223,7 +222,7 @@ class Sigmoid(_Activation, nn.Sigmoid):
         super().__init__()
 
 
-@register_block("prelu")
+@register_block("prelu", kind="act")
 class PReLU(nn.PReLU):
     """Parametric ReLU (He et al., 2015): ``max(0, x) + a · min(0, x)`` with learnable ``a``.
 
@@ -249,7 +248,7 @@ class PReLU(nn.PReLU):
         return Example({"num_parameters": 4}, (example_tensor(2, 4, 5),))
 
 
-@register_block("learnable_swish")
+@register_block("learnable_swish", kind="act")
 class LearnableSwish(nn.Module):
     """Swish with a learnable slope (Ramachandran et al., 2017): ``x · σ(β x)``.
 
@@ -299,28 +298,8 @@ class LearnableSwish(nn.Module):
 
 
 #: Names accepted by :func:`get_act_layer` (``_``/``-``/case are ignored when looking up).
-ACT_LAYERS: dict[str, Callable[..., nn.Module]] = {
-    "none": Identity,
-    "identity": Identity,
-    "linear": Identity,
-    "relu": ReLU,
-    "relu6": ReLU6,
-    "leaky_relu": LeakyReLU,
-    "gelu": GELU,
-    "gelu_tanh": GELUTanh,
-    "silu": SiLU,
-    "swish": SiLU,
-    "mish": Mish,
-    "hardswish": HardSwish,
-    "hardsigmoid": HardSigmoid,
-    "relu2": SquaredReLU,
-    "squared_relu": SquaredReLU,
-    "elu": ELU,
-    "tanh": Tanh,
-    "sigmoid": Sigmoid,
-    "prelu": PReLU,
-    "learnable_swish": LearnableSwish,
-}
+#: Names accepted by :func:`get_act_layer` (``register_block(..., kind="act")``).
+ACT_LAYERS = layer_table("act")
 
 
 def get_act_layer(act_layer: LayerType) -> Callable[..., nn.Module]:

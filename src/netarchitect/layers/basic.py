@@ -212,7 +212,8 @@ class Flatten(ParameterFree, nn.Flatten):
         return Example({}, (example_tensor(2, 3, 4, 4),))
 
 
-@register_block("identity")
+@register_block("identity", kind="norm", aliases=("none",))
+@register_block("identity", kind="act", aliases=("none", "linear"))
 class Identity(ParameterFree, nn.Identity):
     """Returns its input; accepts and ignores any constructor arguments (a "none" layer).
 

@@ -7,7 +7,16 @@ from torch import Tensor
 
 from ..errors import SpecError
 
-__all__ = ["EncoderDecoderCache", "KVCache"]
+__all__ = ["EncoderDecoderCache", "KVCache", "ModelCache", "check_cache"]
+
+
+def check_cache(cache: object) -> None:
+    """Raise ``TypeError`` unless ``cache`` is one of this module's caches (or ``None``)."""
+    if cache is not None and not isinstance(cache, KVCache | EncoderDecoderCache | ModelCache):
+        raise TypeError(
+            f"kv_cache must be the cache from model.new_cache() (a KVCache, "
+            f"EncoderDecoderCache or ModelCache), got {type(cache).__name__}"
+        )
 
 
 class KVCache:
@@ -146,3 +155,49 @@ class EncoderDecoderCache:
             f"EncoderDecoderCache(length={self.length}, context_length={self.cross_attn.length}, "
             f"max_length={self.self_attn.max_length})"
         )
+
+
+class ModelCache:
+    """The decoding state of a whole network: one cache per node that keeps one.
+
+    Made by :meth:`netarchitect.network.Network.new_cache` and passed as the ``kv_cache``
+    context of a forward call. The executor hands each node its own entry
+    (:meth:`scope`); a node without an entry (a token embedding that only needs the
+    number of positions already processed) gets the model cache itself, whose
+    :attr:`length` is that number. Index it by position (``cache[0]``) or node id.
+    """
+
+    def __init__(self, caches: dict[str, KVCache | EncoderDecoderCache]) -> None:
+        self._caches = dict(caches)
+        self._order = list(self._caches)
+
+    def scope(self, node_id: str) -> KVCache | EncoderDecoderCache | ModelCache:
+        """The cache of node ``node_id``, or this model cache if the node keeps none."""
+        return self._caches.get(node_id, self)
+
+    @property
+    def length(self) -> int:
+        """Number of positions processed so far (0 for a network that caches nothing)."""
+        return self._caches[self._order[0]].length if self._order else 0
+
+    @property
+    def nodes(self) -> list[str]:
+        """Ids of the nodes with a cache, in execution order."""
+        return list(self._order)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __getitem__(self, key: int | str) -> KVCache | EncoderDecoderCache:
+        return self._caches[self._order[key] if isinstance(key, int) else key]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return (self._caches[n] for n in self._order)
+
+    def reset(self) -> None:
+        """Forget everything cached (before a new batch or a new context)."""
+        for cache in self._caches.values():
+            cache.reset()
+
+    def __repr__(self) -> str:
+        return f"ModelCache(nodes={len(self._order)}, length={self.length})"

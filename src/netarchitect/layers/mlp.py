@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import SpecError
-from ..registry import Example, register_block
+from ..registry import Example, layer_table, register_block
 from ._factory import (
     LayerType,
     check_non_negative,
@@ -61,7 +61,7 @@ def gated_hidden_dim(dim: int, mlp_ratio: float = 4.0, multiple_of: int = 1) -> 
     return multiple_of * math.ceil(hidden / multiple_of)
 
 
-@register_block("mlp")
+@register_block("mlp", kind="mlp")
 class MLP(nn.Module):
     """Two-layer feed-forward network: ``fc2(drop(act(fc1(x))))`` followed by dropout.
 
@@ -108,7 +108,7 @@ class MLP(nn.Module):
         return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
 
 
-@register_block("gated_mlp")
+@register_block("gated_mlp", kind="mlp", aliases=("gated",))
 class GatedMLP(nn.Module):
     """Gated feed-forward (Shazeer 2020, "GLU Variants Improve Transformer").
 
@@ -176,7 +176,7 @@ class _GatedVariant(GatedMLP):
         super().__init__(dim, act_layer=act_layer or self.default_act, **kwargs)
 
 
-@register_block("glu")
+@register_block("glu", kind="mlp")
 class GLU(_GatedVariant):
     """GLU feed-forward (Dauphin et al. 2017): ``down(σ(gate(x)) ⊙ up(x))``; see :class:`GatedMLP`.
 
@@ -187,7 +187,7 @@ class GLU(_GatedVariant):
     default_act = "sigmoid"
 
 
-@register_block("swiglu")
+@register_block("swiglu", kind="mlp")
 class SwiGLU(_GatedVariant):
     """SwiGLU feed-forward (Shazeer 2020, LLaMA): ``down(silu(gate(x)) ⊙ up(x))``.
 
@@ -198,7 +198,7 @@ class SwiGLU(_GatedVariant):
     default_act = "silu"
 
 
-@register_block("geglu")
+@register_block("geglu", kind="mlp")
 class GEGLU(_GatedVariant):
     """GEGLU feed-forward (Shazeer 2020): ``down(gelu(gate(x)) ⊙ up(x))``.
 
@@ -209,7 +209,7 @@ class GEGLU(_GatedVariant):
     default_act = "gelu"
 
 
-@register_block("reglu")
+@register_block("reglu", kind="mlp")
 class ReGLU(_GatedVariant):
     """ReGLU feed-forward (Shazeer 2020): ``down(relu(gate(x)) ⊙ up(x))``.
 
@@ -221,15 +221,8 @@ class ReGLU(_GatedVariant):
 
 
 #: Names accepted by :func:`get_mlp_layer`.
-MLP_LAYERS: dict[str, Callable[..., nn.Module]] = {
-    "mlp": MLP,
-    "gated": GatedMLP,
-    "gated_mlp": GatedMLP,
-    "glu": GLU,
-    "swiglu": SwiGLU,
-    "geglu": GEGLU,
-    "reglu": ReGLU,
-}
+#: Names accepted by :func:`get_mlp_layer` (``register_block(..., kind="mlp")``).
+MLP_LAYERS = layer_table("mlp")
 
 
 def get_mlp_layer(mlp_layer: LayerType) -> Callable[..., nn.Module]:

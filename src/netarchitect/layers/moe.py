@@ -25,7 +25,7 @@ Device = torch.device | str | None
 Dtype = torch.dtype | None
 
 
-@register_block("moe")
+@register_block("moe", kind="mlp")
 class MoEFeedForward(nn.Module):
     """Sparse mixture of expert MLPs (Shazeer et al. 2017; GShard; Switch Transformer).
 

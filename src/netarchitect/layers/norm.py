@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..registry import Example, register_block
+from ..registry import Example, layer_table, register_block
 from ._factory import (
     LayerType,
     check_divides,
@@ -25,7 +25,6 @@ from ._factory import (
     example_tensor,
     resolve_layer,
 )
-from .basic import Identity
 
 __all__ = [
     "NORM_LAYERS",
@@ -75,7 +74,7 @@ class _BatchNormMixin:
         )
 
 
-@register_block("batchnorm1d")
+@register_block("batchnorm1d", kind="norm")
 class BatchNorm1d(_BatchNormMixin, nn.BatchNorm1d):
     """Batch normalisation (Ioffe & Szegedy, 2015) over channel dim 1 of 2-D/3-D input.
 
@@ -106,7 +105,7 @@ class BatchNorm1d(_BatchNormMixin, nn.BatchNorm1d):
         return Example({"in_channels": 4}, (example_tensor(3, 4, 5),))
 
 
-@register_block("batchnorm2d")
+@register_block("batchnorm2d", kind="norm", aliases=("batchnorm",))
 class BatchNorm2d(_BatchNormMixin, nn.BatchNorm2d):
     """Batch normalisation over channel dim 1 of 4-D input (see :class:`BatchNorm1d`).
 
@@ -134,7 +133,7 @@ class BatchNorm2d(_BatchNormMixin, nn.BatchNorm2d):
         return Example({"in_channels": 4}, (example_tensor(3, 4, 5, 5),))
 
 
-@register_block("layernorm")
+@register_block("layernorm", kind="norm")
 class LayerNorm(nn.LayerNorm):
     """Layer normalisation (Ba et al., 2016) over the last dimension.
 
@@ -165,7 +164,7 @@ class LayerNorm(nn.LayerNorm):
         return Example({"dim": 8}, (example_tensor(2, 3, 8),))
 
 
-@register_block("layernorm2d")
+@register_block("layernorm2d", kind="norm")
 class LayerNorm2d(LayerNorm):
     """Channels-first LayerNorm: normalises dim 1 (``C``) of ``(B, C, *)`` input at each position.
 
@@ -202,7 +201,7 @@ def _default_groups(channels: int, limit: int = 32) -> int:
     return max(g for g in range(1, min(limit, channels) + 1) if channels % g == 0)
 
 
-@register_block("groupnorm")
+@register_block("groupnorm", kind="norm")
 class GroupNorm(nn.GroupNorm):
     """Group normalisation (Wu & He, 2018): LayerNorm within each of ``num_groups`` channel groups.
 
@@ -237,7 +236,7 @@ class GroupNorm(nn.GroupNorm):
         return Example({"in_channels": 8, "num_groups": 4}, (example_tensor(2, 8, 3, 3),))
 
 
-@register_block("instancenorm")
+@register_block("instancenorm", kind="norm", aliases=("instancenorm1d", "instancenorm2d"))
 class InstanceNorm(nn.Module):
     """Instance normalisation (Ulyanov et al., 2016) for any number of spatial dims.
 
@@ -316,7 +315,7 @@ class InstanceNorm(nn.Module):
         return Example({"in_channels": 4, "affine": True}, (example_tensor(2, 4, 5, 5),))
 
 
-@register_block("rmsnorm")
+@register_block("rmsnorm", kind="norm")
 class RMSNorm(nn.RMSNorm):
     """Root-mean-square normalisation (Zhang & Sennrich, 2019) over the last dimension.
 
@@ -344,7 +343,7 @@ class RMSNorm(nn.RMSNorm):
         return Example({"dim": 8}, (example_tensor(2, 3, 8),))
 
 
-@register_block("scalenorm")
+@register_block("scalenorm", kind="norm")
 class ScaleNorm(nn.Module):
     """ScaleNorm (Nguyen & Salazar, 2019): ``y = g * x / max(||x||₂, eps)`` over the last dim.
 
@@ -397,7 +396,7 @@ class _PerChannel(nn.Module):
         return Example({"dim": 8}, (example_tensor(2, 3, 8),))
 
 
-@register_block("layerscale")
+@register_block("layerscale", kind="norm")
 class LayerScale(_PerChannel):
     """LayerScale (Touvron et al., 2021, CaiT): ``y = gamma ⊙ x`` with ``gamma = init_value``.
 
@@ -428,7 +427,7 @@ class LayerScale(_PerChannel):
         return f"{self.dim}, init_value={self.init_value}"
 
 
-@register_block("dyt")
+@register_block("dyt", kind="norm")
 class DyT(_PerChannel):
     """Dynamic Tanh (Zhu et al., 2025): ``y = gamma ⊙ tanh(alpha · x) + beta``.
 
@@ -468,23 +467,8 @@ class DyT(_PerChannel):
 
 
 #: Names accepted by :func:`get_norm_layer` (``_``/``-``/case are ignored when looking up).
-NORM_LAYERS: dict[str, Callable[..., nn.Module]] = {
-    "none": Identity,
-    "identity": Identity,
-    "batchnorm": BatchNorm2d,
-    "batchnorm1d": BatchNorm1d,
-    "batchnorm2d": BatchNorm2d,
-    "layernorm": LayerNorm,
-    "layernorm2d": LayerNorm2d,
-    "groupnorm": GroupNorm,
-    "instancenorm": InstanceNorm,
-    "instancenorm1d": InstanceNorm,
-    "instancenorm2d": InstanceNorm,
-    "rmsnorm": RMSNorm,
-    "scalenorm": ScaleNorm,
-    "layerscale": LayerScale,
-    "dyt": DyT,
-}
+#: Names accepted by :func:`get_norm_layer` (``register_block(..., kind="norm")``).
+NORM_LAYERS = layer_table("norm")
 
 
 def get_norm_layer(norm_layer: LayerType) -> Callable[..., nn.Module]:

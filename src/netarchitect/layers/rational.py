@@ -19,7 +19,6 @@ from torch import Tensor, nn
 from ..errors import ShapeError, SpecError
 from ..registry import Example, register_block
 from ._factory import check_choice, check_positive_int, example_tensor
-from .activation import ACT_LAYERS
 
 __all__ = ["RATIONAL_INITS", "Rational", "fit_rational"]
 
@@ -111,7 +110,7 @@ def _horner(coeffs: Sequence[Tensor], u: Tensor, w: Tensor) -> Tensor:
     return acc
 
 
-@register_block("rational")
+@register_block("rational", kind="act")
 class Rational(nn.Module):
     """Safe Padé Activation Unit (Molina et al., ICLR 2020), a learnable rational function
 
@@ -227,4 +226,3 @@ class Rational(nn.Module):
         return Example({"num_groups": 2, "init": "gelu"}, (example_tensor(2, 4, 5),))
 
 
-ACT_LAYERS["rational"] = Rational  # get_act_layer("rational"); the table lives in activation.py

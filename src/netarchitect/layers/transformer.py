@@ -11,8 +11,10 @@ from ..registry import Example, register_block
 from ._factory import LayerType, check_probability, example_tensor, reset_children
 from .attention import MultiHeadAttention
 from .connections import Residual
-from .kv_cache import KVCache
+from .kv_cache import EncoderDecoderCache, KVCache, check_cache
+from .masks import padding_mask
 from .mlp import make_mlp
+from .positional import RopeScaling
 
 __all__ = ["CROSS_ATTENTION_OPTIONS", "TransformerBlock"]
 
@@ -45,8 +47,14 @@ class TransformerBlock(nn.Module):
     With ``cross_attention=True`` a cross-attention sub-layer over ``context``
     (``context_dim`` wide) sits between self-attention and the MLP (decoder layer); it
     takes those of :data:`CROSS_ATTENTION_OPTIONS` too (not the positional ones).
-    In ``forward``, ``kv_cache`` caches the self-attention and ``cross_kv_cache`` the
-    projected context (see :class:`~netarchitect.layers.kv_cache.EncoderDecoderCache`).
+    ``causal=True`` makes self-attention causal by default (a decoder layer).
+
+    ``forward(x, context=None, *, ...)`` takes the masks as torch does
+    (``key_padding_mask``: True = padding) or as a model-level ``attention_mask``
+    (1 = token, 0 = padding; ``context_attention_mask`` for the context), which is what a
+    spec's context passes. ``kv_cache`` caches the self-attention; an
+    :class:`~netarchitect.layers.kv_cache.EncoderDecoderCache` (from :meth:`new_cache`)
+    caches the projected context too (or pass ``cross_kv_cache``).
 
     Shapes:
         x: (B, T, dim); context: (B, S, context_dim); output: (B, T, dim).
@@ -69,12 +77,25 @@ class TransformerBlock(nn.Module):
         layerscale: float | None = None,
         cross_attention: bool = False,
         context_dim: int | None = None,
+        causal: bool = False,
+        num_kv_heads: int | None = None,
+        head_dim: int | None = None,
+        qkv_bias: bool = True,
+        out_bias: bool = True,
+        qk_norm: LayerType = None,
+        pos: str | None = None,
+        rope_base: float = 10000.0,
+        rope_scaling: RopeScaling = None,
+        max_positions: int = 128,
+        num_buckets: int | None = None,
+        window: int | None = None,
+        scale: float | None = None,
         device: Device = None,
         dtype: Dtype = None,
-        **attn_kwargs: Any,
     ) -> None:
         super().__init__()
         check_probability("drop", drop)
+        self.causal = bool(causal)
         factory = {"device": device, "dtype": dtype}
         residual = {
             "dim": dim,
@@ -86,6 +107,12 @@ class TransformerBlock(nn.Module):
             **factory,
         }
         attn = {"attn_drop": attn_drop, "proj_drop": drop, **factory}
+        attn_kwargs: dict[str, Any] = {
+            "num_kv_heads": num_kv_heads, "head_dim": head_dim, "qkv_bias": qkv_bias,
+            "out_bias": out_bias, "qk_norm": qk_norm, "pos": pos, "rope_base": rope_base,
+            "rope_scaling": rope_scaling, "max_positions": max_positions,
+            "num_buckets": num_buckets, "window": window, "scale": scale,
+        }
         self.attn = Residual(MultiHeadAttention(dim, num_heads, **attn, **attn_kwargs), **residual)
         self.cross_attn: Residual | None = None
         if cross_attention:
@@ -111,20 +138,43 @@ class TransformerBlock(nn.Module):
         kwargs = {"dim": 16, "num_heads": 2, "mlp_ratio": 2.0, "mlp_layer": "swiglu", "pos": "rope"}
         return Example(kwargs, (example_tensor(2, 5, 16),))
 
+    def new_cache(self, max_length: int | None = None) -> KVCache | EncoderDecoderCache:
+        """An empty cache for incremental decoding (with the context's part when this block
+        has cross-attention)."""
+        if self.cross_attn is not None:
+            return EncoderDecoderCache(max_length)
+        return KVCache(max_length)
+
     def forward(
         self,
         x: Tensor,
+        context: Tensor | None = None,
         *,
         mask: Tensor | None = None,
         key_padding_mask: Tensor | None = None,
-        is_causal: bool = False,
-        kv_cache: KVCache | None = None,
-        context: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        is_causal: bool | None = None,
+        kv_cache: KVCache | EncoderDecoderCache | None = None,
         context_key_padding_mask: Tensor | None = None,
+        context_attention_mask: Tensor | None = None,
         cross_kv_cache: KVCache | None = None,
     ) -> Tensor:
+        check_cache(kv_cache)
+        if isinstance(kv_cache, EncoderDecoderCache):
+            kv_cache, cross_kv_cache = kv_cache.self_attn, cross_kv_cache or kv_cache.cross_attn
+        if attention_mask is not None:
+            offset = kv_cache.length if kv_cache is not None else 0
+            key_padding_mask = padding_mask(attention_mask, x.shape[0], offset + x.shape[1])
+        if context_attention_mask is not None and context is not None:
+            context_key_padding_mask = padding_mask(
+                context_attention_mask, context.shape[0], context.shape[1]
+            )
         x = self.attn(
-            x, mask=mask, key_padding_mask=key_padding_mask, is_causal=is_causal, kv_cache=kv_cache
+            x,
+            mask=mask,
+            key_padding_mask=key_padding_mask,
+            is_causal=self.causal if is_causal is None else is_causal,
+            kv_cache=kv_cache,
         )
         if self.cross_attn is not None:
             if context is None:

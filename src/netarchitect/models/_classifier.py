@@ -22,13 +22,12 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
-from ..errors import SpecError
+from ..errors import Problem, SpecError
 from ..init import materialize
 from ..network import Network, NodeInfo
-from ..registry import get_block, suggest
-from ..spec import NetworkSpec
+from ..registry import get_block, register_network_kind, suggest
+from ..spec import NetworkSpec, load_spec
 
 __all__ = ["ClassifierNetwork"]
 
@@ -38,12 +37,16 @@ def _channels(shape: tuple[int, ...]) -> int:
     return shape[-1] if len(shape) == 2 else shape[0]
 
 
+@register_network_kind("classifier")
 class ClassifierNetwork(Network):
-    """A spec-built image (or vector) classifier with the timm-style model contract.
+    """A spec-built classifier (image, vector or token sequence) with the timm-style
+    model contract.
 
-    ``forward(x)`` is ``forward_head(forward_features(x))``; ``forward_head(f,
-    pre_logits=True)`` stops at the classifier's input. ``set_grad_checkpointing()``
-    recomputes each parameterised body node in the backward pass while training.
+    ``forward(x, **context)`` is ``forward_head(forward_features(x, **context))``;
+    ``forward_head(f, pre_logits=True)`` stops at the classifier's input.
+    ``set_grad_checkpointing()`` recomputes each parameterised body node in the backward
+    pass while training. The roles come from the spec's ``roles`` (``kind: classifier``)
+    unless given here.
 
     Shapes:
         x: ``(B, *spec.inputs[0].shape)`` -> logits ``(B, num_classes)``.
@@ -53,27 +56,53 @@ class ClassifierNetwork(Network):
         self,
         spec: NetworkSpec | Mapping[str, Any] | str | Path,
         *,
-        features: str,
-        stages: Sequence[str] = (),
+        features: str | None = None,
+        stages: Sequence[str] | None = None,
         reductions: Mapping[str, int] | None = None,
+        kind: str = "classifier",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         seed: int | None = None,
         max_bytes: int | None = None,
     ) -> None:
-        super().__init__(spec, device=device, dtype=dtype, seed=seed, max_bytes=max_bytes)
-        self._features = features
-        self._stages = tuple(stages)
-        self._reductions = dict(reductions or {})
-        self.grad_checkpointing = False
-        self._check_roles()
-        body = set(self._needed((features,)))
-        self._head_nodes = [n for n in self._needed((self.head_node,)) if n not in body]
-        self._checkpointed = {
-            n for n in body if any(True for _ in self.nodes[n].parameters(recurse=True))
+        if kind != "classifier":
+            raise SpecError(f"kind={kind!r}: a ClassifierNetwork has kind 'classifier'")
+        spec = load_spec(spec)
+        given = {"features": features, "stages": stages, "reductions": reductions}
+        roles = {**dict(spec.roles), **{k: v for k, v in given.items() if v is not None}}
+        if roles.get("features") is None:
+            raise SpecError("a classifier needs a 'features' role (the node before the head)",
+                            path="roles.features")
+        roles = {
+            "kind": "classifier",
+            "features": roles["features"],
+            "stages": list(roles.get("stages", ())),
+            "reductions": dict(roles.get("reductions", {})),
         }
+        spec = spec.replace(roles=roles)
+        super().__init__(spec, device=device, dtype=dtype, seed=seed, max_bytes=max_bytes)
+        self._features = roles["features"]
+        self._stages = tuple(roles["stages"])
+        self._reductions = dict(roles["reductions"])
+        self._check_roles()
+        body = set(self._needed((self._features,)))
+        self._head_nodes = [n for n in self._needed((self.head_node,)) if n not in body]
+        self._checkpointed = frozenset(
+            n for n in body if any(True for _ in self.nodes[n].parameters(recurse=True))
+        )
 
-    # ------------------------------------------------------------------ roles
+    @classmethod
+    def check_roles(cls, spec: NetworkSpec) -> list[Problem]:
+        """The role names are nodes of ``spec``."""
+        roles, ids = spec.roles, {n.id for n in spec.nodes}
+        named = [("roles.features", roles.get("features"))]
+        named += [(f"roles.stages[{i}]", s) for i, s in enumerate(roles.get("stages", ()))]
+        named += [(f"roles.reductions.{s}", s) for s in roles.get("reductions", {})]
+        return [
+            Problem(path, f"unknown node {name!r}{suggest(str(name), ids)}")
+            for path, name in named
+            if name not in ids
+        ]
 
     def _check_roles(self) -> None:
         spec, features = self.spec, self._features
@@ -95,15 +124,6 @@ class ClassifierNetwork(Network):
                     f"the features node {features!r}",
                     path="roles",
                 )
-
-    @property
-    def roles(self) -> dict[str, Any]:
-        """``features``, ``stages`` and ``reductions``: ``ClassifierNetwork(spec, **roles)``."""
-        return {
-            "features": self._features,
-            "stages": self._stages,
-            "reductions": dict(self._reductions),
-        }
 
     @property
     def features_node(self) -> str:
@@ -163,25 +183,15 @@ class ClassifierNetwork(Network):
 
     # ------------------------------------------------------------------ execution
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each parameterised body node during backward (training only)."""
-        self.grad_checkpointing = bool(enable)
+    def checkpoint_nodes(self) -> frozenset[str]:
+        """The parameterised body nodes (the head is cheap to keep)."""
+        return self._checkpointed
 
-    def _run_node(self, node_id: str, module: nn.Module, x: Tensor) -> Tensor:
-        if (
-            self.grad_checkpointing
-            and node_id in self._checkpointed
-            and self.training
-            and torch.is_grad_enabled()
-        ):
-            return checkpoint(module, x, use_reentrant=False)
-        return module(x)
-
-    def forward_features(self, x: Tensor) -> Tensor:
+    def forward_features(self, x: Tensor, **context: Any) -> Tensor:
         """The ``features`` node's output: the unpooled final feature map or tokens."""
-        wanted = (self.features_node,)
-        values = self._execute({self._input_names[0]: x}, self._needed(wanted), wanted)
-        return values[self.features_node]
+        return self.run({self._input_names[0]: x}, (self.features_node,), **context)[
+            self.features_node
+        ]
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """Pooling, norm, dropout and classifier on features ``x``; ``pre_logits`` stops
@@ -201,6 +211,7 @@ class ClassifierNetwork(Network):
         indices: int | Sequence[int] | None = None,
         *,
         intermediates_only: bool = False,
+        **context: Any,
     ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
         """Stage outputs (``feature_info`` order): all, the last ``indices`` (an int) or those
         at ``indices``; with the final features unless ``intermediates_only``."""
@@ -212,7 +223,7 @@ class ClassifierNetwork(Network):
         else:
             picked = [stages[i] for i in indices]
         wanted = (*picked, self.features_node)
-        values = self._execute({self._input_names[0]: x}, self._needed(wanted), wanted)
+        values = self.run({self._input_names[0]: x}, wanted, **context)
         inter = [values[s] for s in picked]
         return inter if intermediates_only else (values[self.features_node], inter)
 

@@ -17,9 +17,10 @@ import torch
 
 from ..errors import SpecError
 from ..layers._factory import make_divisible
-from ..spec import InputSpec, NetworkSpec, NodeSpec
+from ..spec import NetworkSpec
 from . import _blocks_conv, _blocks_tokens  # noqa: F401 (registers the family blocks)
 from ._classifier import ClassifierNetwork
+from ._graph_builder import GraphBuilder
 
 __all__ = [
     "INIT_KAIMING_FAN_OUT",
@@ -98,7 +99,7 @@ class Stage:
     reduction: int | None = None
 
 
-class SpecBuilder:
+class SpecBuilder(GraphBuilder):
     """Accumulates the nodes of a single-input classifier spec.
 
     :meth:`add` chains from the previous node unless ``inputs`` says otherwise;
@@ -106,28 +107,10 @@ class SpecBuilder:
     """
 
     def __init__(self, name: str, in_shape: Sequence[int], input_name: str = "x") -> None:
-        self.name = name
-        self.input = InputSpec(input_name, tuple(in_shape))
-        self.nodes: list[NodeSpec] = []
-        self.last = input_name
+        super().__init__(name, {input_name: tuple(in_shape)})
         self.stages: list[str] = []
         self.reductions: dict[str, int] = {}
         self.features: str | None = None
-
-    def add(
-        self,
-        node_id: str,
-        block: str,
-        params: Params | None = None,
-        *,
-        inputs: Sequence[str] | None = None,
-        merge: str | None = None,
-    ) -> str:
-        self.nodes.append(
-            NodeSpec(node_id, block, dict(params or {}), tuple(inputs or (self.last,)), merge)
-        )
-        self.last = node_id
-        return node_id
 
     def stage(self, node_id: str | None = None, reduction: int | None = None) -> None:
         """Mark ``node_id`` (default: the last node) as a stage output."""
@@ -216,9 +199,15 @@ class SpecBuilder:
             self.add("head", "identity")
 
     def spec(self, init: Sequence[Params] = (), description: str = "") -> NetworkSpec:
-        return NetworkSpec(
-            self.name, (self.input,), tuple(self.nodes), (self.last,), description, tuple(init)
-        )
+        if self.features is None:
+            raise SpecError("add_head() was not called: no features node", path="nodes")
+        roles = {
+            "kind": "classifier",
+            "features": self.features,
+            "stages": list(self.stages),
+            "reductions": dict(self.reductions),
+        }
+        return self.make_spec(roles, init=init, description=description)
 
     def build(
         self,
@@ -229,14 +218,6 @@ class SpecBuilder:
         dtype: torch.dtype | None = None,
         seed: int | None = None,
     ) -> ClassifierNetwork:
-        if self.features is None:
-            raise SpecError("add_head() was not called: no features node", path="nodes")
         return ClassifierNetwork(
-            self.spec(init, description),
-            features=self.features,
-            stages=self.stages,
-            reductions=self.reductions,
-            device=device,
-            dtype=dtype,
-            seed=seed,
+            self.spec(init, description), device=device, dtype=dtype, seed=seed
         )

@@ -26,16 +26,19 @@ from ..layers._factory import (
 from ..layers.activation import get_act_layer
 from ..layers.attention import MultiHeadAttention
 from ..layers.connections import Residual
+from ..layers.masks import padding_mask
 from ..layers.mlp import MLP
 from ..layers.norm import get_norm_layer
-from ..registry import Example, register_block, register_model
-from ._lm_base import padding_mask
+from ..registry import Example, register_block
+from ._graph_builder import GraphBuilder
+from ._lm_base import SequenceEncoder, compact_params
+from ._variants import register_sizes
 
 __all__ = [
     "CONFORMER_SIZES",
     "ConformerBlock",
     "ConformerConvModule",
-    "ConformerEncoder",
+    "ConformerSubsampling",
     "conformer",
 ]
 
@@ -112,7 +115,9 @@ class ConformerBlock(nn.Module):
     Feed-forwards are ``mlp_ratio``-wide SiLU MLPs; ``pos`` is the self-attention's
     position scheme (``"relative"``: learned bias of the clipped distance up to
     ``max_positions``; ``"rope"``; ``None``). ``key_padding_mask`` (True = padding)
-    masks attention keys and the convolution's input.
+    masks attention keys and the convolution's input; a model-level ``attention_mask``
+    (1 = frame) at the input's frame rate is taken every ``mask_stride`` frames (the
+    encoder's subsampling factor).
 
     Shapes:
         x: (B, T, dim) -> (B, T, dim).
@@ -133,10 +138,13 @@ class ConformerBlock(nn.Module):
         drop: float = 0.0,
         attn_drop: float = 0.0,
         drop_path: float = 0.0,
+        mask_stride: int = 1,
         device: Device = None,
         dtype: Dtype = None,
     ) -> None:
         super().__init__()
+        check_positive_int("mask_stride", mask_stride)
+        self.mask_stride = mask_stride
         factory = {"device": device, "dtype": dtype}
         residual = {"dim": dim, "norm": "pre", "norm_layer": norm_layer, "drop_path": drop_path}
 
@@ -166,23 +174,31 @@ class ConformerBlock(nn.Module):
         kwargs = {"dim": 16, "num_heads": 2, "kernel_size": 5, "mlp_ratio": 2.0}
         return Example(kwargs, (example_tensor(2, 6, 16),))
 
-    def forward(self, x: Tensor, *, key_padding_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        key_padding_mask: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+    ) -> Tensor:
+        if attention_mask is not None:
+            attention_mask = attention_mask[:, :: self.mask_stride]
+            key_padding_mask = padding_mask(attention_mask, x.shape[0], x.shape[1])
         x = self.ff1(x)
         x = self.attn(x, key_padding_mask=key_padding_mask)
         x = self.conv(x, key_padding_mask=key_padding_mask)
         return self.norm(self.ff2(x))
 
 
-class ConformerEncoder(nn.Module):
-    """Conformer encoder: time subsampling, a linear projection, then Conformer blocks.
+@register_block("conformer_subsample")
+class ConformerSubsampling(nn.Module):
+    """Time subsampling then projection: ``proj(act(conv_s2(... act(conv_s2(x)))))``.
 
-    ``subsample`` (1, 2, 4, ...: a power of two) stacks stride-2 Conv1d + SiLU layers
-    over time (Gulati et al. use 4x). With ``num_classes`` a linear head gives
-    per-frame logits (e.g. for CTC); otherwise the frame features are returned.
-    ``attention_mask`` (B, T) is 1 for real frames; it is subsampled with the frames.
+    ``factor`` (1, 2, 4, ...: a power of two) stacks stride-2 Conv1d + SiLU layers over
+    time (Gulati et al. use 4x); a linear layer projects to ``dim``.
 
     Shapes:
-        x: (B, T, in_features) -> (B, T / subsample, dim or num_classes).
+        x: (B, T, in_features) -> (B, ceil(T / factor), dim).
     """
 
     def __init__(
@@ -190,58 +206,38 @@ class ConformerEncoder(nn.Module):
         in_features: int,
         dim: int,
         *,
-        depth: int,
-        num_heads: int,
-        subsample: int = 1,
-        num_classes: int = 0,
-        drop: float = 0.0,
-        drop_path: float = 0.0,
+        factor: int = 4,
         device: Device = None,
         dtype: Dtype = None,
-        **block_kwargs: Any,
     ) -> None:
         super().__init__()
         check_positive_int("in_features", in_features)
-        check_positive_int("depth", depth)
-        if subsample < 1 or subsample & (subsample - 1):
-            raise SpecError(f"subsample={subsample} must be a power of two", path="subsample")
+        check_positive_int("dim", dim)
+        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1 or factor & (factor - 1):
+            raise SpecError(f"factor={factor!r} must be a power of two", path="factor")
         factory = {"device": device, "dtype": dtype}
-        self.num_features, self.num_classes, self.subsample = dim, num_classes, subsample
+        self.factor = factor
         convs: list[nn.Module] = []
         channels = in_features
-        for _ in range(subsample.bit_length() - 1):
+        for _ in range(factor.bit_length() - 1):
             convs += [nn.Conv1d(channels, dim, 3, stride=2, padding=1, **factory), nn.SiLU()]
             channels = dim
         self.subsampling = nn.Sequential(*convs)
         self.proj = nn.Linear(channels, dim, **factory)
-        self.drop = nn.Dropout(drop)
-        self.blocks = nn.ModuleList(
-            ConformerBlock(
-                dim, num_heads, drop=drop, drop_path=drop_path * i / max(depth - 1, 1),
-                **block_kwargs, **factory,
-            )
-            for i in range(depth)
-        )
-        self.head = nn.Linear(dim, num_classes, **factory) if num_classes else nn.Identity()
 
     def reset_parameters(self) -> None:
         reset_children(self)
 
-    def forward_features(self, x: Tensor, *, attention_mask: Tensor | None = None) -> Tensor:
+    @classmethod
+    def example(cls) -> Example:
+        return Example({"in_features": 6, "dim": 8, "factor": 2}, (example_tensor(2, 7, 6),))
+
+    def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 3:
             raise ValueError(f"expected features (B, T, in_features), got {tuple(x.shape)}")
         if len(self.subsampling):
             x = self.subsampling(x.transpose(1, 2)).transpose(1, 2)  # (B, T', dim)
-            if attention_mask is not None:
-                attention_mask = attention_mask[:, :: self.subsample]
-        x = self.drop(self.proj(x))
-        key_padding = padding_mask(attention_mask, x.shape[0], x.shape[1])
-        for block in self.blocks:
-            x = block(x, key_padding_mask=key_padding)
-        return x
-
-    def forward(self, x: Tensor, *, attention_mask: Tensor | None = None) -> Tensor:
-        return self.head(self.forward_features(x, attention_mask=attention_mask))
+        return self.proj(x)
 
 
 #: Gulati et al.'s encoder sizes (80 log-mel features in, 4x subsampling).
@@ -260,13 +256,50 @@ def conformer(
     num_heads: int = 4,
     subsample: int = 4,
     kernel_size: int = 31,
-    **kwargs: Any,
-) -> ConformerEncoder:
-    """A :class:`ConformerEncoder`; ``kwargs`` go to it and its blocks."""
-    return ConformerEncoder(
-        in_features, dim, depth=depth, num_heads=num_heads, subsample=subsample,
-        kernel_size=kernel_size, **kwargs,
-    )
+    num_classes: int = 0,
+    mlp_ratio: float = 4.0,
+    pos: str | None = "relative",
+    max_positions: int = 64,
+    drop: float = 0.0,
+    attn_drop: float = 0.0,
+    drop_path: float = 0.0,
+    seq_len: int = 64,
+    name: str = "conformer",
+    device: Device = None,
+    dtype: Dtype = None,
+    seed: int | None = None,
+) -> SequenceEncoder:
+    """A Conformer encoder: time subsampling and projection, Conformer blocks, and with
+    ``num_classes`` a per-frame linear head (e.g. for CTC).
+
+    ``attention_mask`` (B, T) is 1 for real frames, at the input frame rate. ``seq_len``
+    is the number of frames the spec declares (any number runs).
+
+    Shapes:
+        x: (B, T, in_features) -> (B, T / subsample, dim or num_classes).
+    """
+    check_positive_int("depth", depth)
+    check_positive_int("seq_len", seq_len)
+    b = GraphBuilder(name, {"x": (seq_len, in_features)})
+    b.add("subsample", "conformer_subsample", {"dim": dim, "factor": subsample})
+    if drop:
+        b.add("drop", "dropout", {"p": drop})
+    blocks = []
+    for i in range(depth):
+        params = {
+            "num_heads": num_heads, "mlp_ratio": mlp_ratio, "kernel_size": kernel_size,
+            "pos": pos, "max_positions": max_positions, "drop": drop, "attn_drop": attn_drop,
+            "drop_path": drop_path * i / max(depth - 1, 1), "mask_stride": subsample,
+        }
+        blocks.append(b.add(f"block_{i}", "conformer_block",
+                            compact_params("conformer_block", params), context=["attention_mask"]))
+    features = b.last
+    if num_classes:
+        b.add("head", "linear", {"out_features": num_classes})
+    roles = {"kind": "encoder", "embedding": "subsample", "blocks": blocks,
+             "features": features, "head": "head" if num_classes else None}
+    spec = b.make_spec({k: v for k, v in roles.items() if v is not None})
+    return GraphBuilder.build_spec(spec, device=device, dtype=dtype, seed=seed)  # type: ignore[return-value]
 
 
 def _example() -> Example:
@@ -277,14 +310,4 @@ def _example() -> Example:
     return Example(kwargs, (example_tensor(2, 10, 12),))
 
 
-def _register(name: str, size: dict[str, Any]) -> None:
-    def build(**overrides: Any) -> ConformerEncoder:
-        return conformer(**{**size, **overrides})
-
-    build.__name__ = name.replace("-", "_")
-    build.__doc__ = f"Conformer ``{name}``: {size} (see :func:`conformer`)."
-    register_model(name, example=_example)(build)
-
-
-for _name, _size in CONFORMER_SIZES.items():
-    _register(_name, _size)
+register_sizes(conformer, CONFORMER_SIZES, example=_example, describe="Conformer")

@@ -1,8 +1,9 @@
 """GPT-2 (Radford et al. 2019): learned positions, pre-norm, tanh-GELU MLP, tied embeddings.
 
-Three levels: :class:`~netarchitect.models._lm_base.DecoderLM` (every knob) →
-:func:`gpt` (GPT-2's choices) → named sizes that only set numbers
-(``gpt2-tiny``, ``gpt2``, ``gpt2-medium``, ``gpt2-large``, ``gpt2-xl``).
+Three levels: :func:`~netarchitect.models.decoder.decoder_lm` (every knob) → :func:`gpt`
+(GPT-2's choices) → named sizes that only set numbers (``gpt2-tiny``, ``gpt2``,
+``gpt2-medium``, ``gpt2-large``, ``gpt2-xl``). Each is a spec-built
+:class:`~netarchitect.models._lm_base.CausalLM`.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from typing import Any
 
 import torch
 
-from ..registry import Example, register_model
-from ._lm_base import DecoderLM
+from ..registry import Example
+from ._lm_base import CausalLM
+from ._variants import register_sizes
+from .decoder import decoder_lm
 
-__all__ = ["GPT2_SIZES", "DecoderLM", "gpt"]
+__all__ = ["GPT2_SIZES", "gpt"]
 
 #: Sizes of the released GPT-2 models (vocab 50257, context 1024).
 GPT2_SIZES: dict[str, dict[str, int]] = {
@@ -33,13 +36,14 @@ def gpt(
     depth: int = 12,
     num_heads: int = 12,
     max_positions: int = 1024,
+    name: str = "gpt2",
     **kwargs: Any,
-) -> DecoderLM:
-    """A GPT-2-style :class:`DecoderLM`: learned absolute positions, pre-norm LayerNorm
-    (eps 1e-5), 4x MLP with tanh-GELU (``gelu_new``), biases everywhere, tied head.
+) -> CausalLM:
+    """A GPT-2-style decoder: learned absolute positions, pre-norm LayerNorm (eps 1e-5), 4x MLP
+    with tanh-GELU (``gelu_new``), biases everywhere, tied head.
 
-    ``kwargs`` override any other :class:`DecoderLM` argument (``drop=0.1`` for GPT-2's
-    dropout, ``pos="rope"``, ``device="meta"``, ...).
+    ``kwargs`` override any other :func:`~netarchitect.models.decoder.decoder_lm` argument
+    (``drop=0.1`` for GPT-2's dropout, ``pos="rope"``, ``device="meta"``, ``seed=0``, ...).
     """
     config: dict[str, Any] = {
         "pos": "learned",
@@ -51,8 +55,9 @@ def gpt(
         "tie_embeddings": True,
         **kwargs,
     }
-    return DecoderLM(
-        vocab_size, dim, depth=depth, num_heads=num_heads, max_positions=max_positions, **config
+    return decoder_lm(
+        vocab_size, dim, depth=depth, num_heads=num_heads, max_positions=max_positions,
+        name=name, **config,
     )
 
 
@@ -62,14 +67,4 @@ def _example() -> Example:
     return Example(kwargs, (ids,))
 
 
-def _register(name: str, size: dict[str, int]) -> None:
-    def build(**overrides: Any) -> DecoderLM:
-        return gpt(**{**size, **overrides})
-
-    build.__name__ = name.replace("-", "_")
-    build.__doc__ = f"GPT-2 ``{name}``: {size} (see :func:`gpt`)."
-    register_model(name, example=_example)(build)
-
-
-for _name, _size in GPT2_SIZES.items():
-    _register(_name, _size)
+register_sizes(gpt, GPT2_SIZES, example=_example, describe="GPT-2")

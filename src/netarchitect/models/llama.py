@@ -1,6 +1,6 @@
 """LLaMA-style decoders (Touvron et al. 2023): RMSNorm, SwiGLU, rotary positions, GQA, no biases.
 
-:func:`llama` fixes LLaMA's choices on :class:`~netarchitect.models._lm_base.DecoderLM`;
+:func:`llama` fixes LLaMA's choices on :func:`~netarchitect.models.decoder.decoder_lm`;
 named sizes only set numbers: ``llama-tiny`` (llama2.c's 15M "stories" model, tied
 embeddings), ``llama-1b`` (LLaMA-3.2-1B), ``llama-7b`` (LLaMA-2-7B), ``llama3-8b``
 (LLaMA-3-8B, 8K context) and ``llama3.1-8b`` (LLaMA-3.1-8B, 128K context). The
@@ -17,8 +17,10 @@ import torch
 
 from ..layers.mlp import gated_hidden_dim
 from ..layers.positional import RopeScaling
-from ..registry import Example, register_model
-from ._lm_base import DecoderLM
+from ..registry import Example
+from ._lm_base import CausalLM
+from ._variants import register_sizes
+from .decoder import decoder_lm
 
 __all__ = ["LLAMA_SIZES", "llama"]
 
@@ -72,17 +74,18 @@ def llama(
     rope_scaling: RopeScaling = None,
     norm_eps: float = 1e-5,
     tie_embeddings: bool = False,
+    name: str = "llama",
     **kwargs: Any,
-) -> DecoderLM:
-    """A LLaMA-style :class:`DecoderLM`: RoPE (``rotate_half`` layout), pre-norm RMSNorm,
+) -> CausalLM:
+    """A LLaMA-style decoder: RoPE (``rotate_half`` layout), pre-norm RMSNorm,
     SwiGLU feed-forward, grouped-query attention (``num_kv_heads``), no biases, untied head.
 
     ``hidden_dim`` defaults to LLaMA's rule ``multiple_of · ceil(8·dim/3 / multiple_of)``
     (11008 for dim 4096). ``rope_scaling`` rescales the RoPE frequencies (plain data, see
     :class:`~netarchitect.layers.positional.RotaryEmbedding`), e.g. LLaMA-3.1's
     ``{"type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-    "original_max_positions": 8192}``. ``kwargs`` override any other :class:`DecoderLM`
-    argument.
+    "original_max_positions": 8192}``. ``kwargs`` override any other
+    :func:`~netarchitect.models.decoder.decoder_lm` argument.
     """
     if hidden_dim is None:
         hidden_dim = gated_hidden_dim(dim, 4.0, multiple_of)
@@ -95,7 +98,7 @@ def llama(
         "mlp_bias": False,
         **kwargs,
     }
-    return DecoderLM(
+    return decoder_lm(
         vocab_size,
         dim,
         depth=depth,
@@ -107,6 +110,7 @@ def llama(
         norm_eps=norm_eps,
         tie_embeddings=tie_embeddings,
         rope_scaling=rope_scaling,
+        name=name,
         **config,
     )
 
@@ -120,14 +124,4 @@ def _example() -> Example:
     return Example(kwargs, (ids,))
 
 
-def _register(name: str, size: dict[str, Any]) -> None:
-    def build(**overrides: Any) -> DecoderLM:
-        return llama(**{**size, **overrides})
-
-    build.__name__ = name.replace("-", "_").replace(".", "_")
-    build.__doc__ = f"LLaMA-style ``{name}``: {size} (see :func:`llama`)."
-    register_model(name, example=_example)(build)
-
-
-for _name, _size in LLAMA_SIZES.items():
-    _register(_name, _size)
+register_sizes(llama, LLAMA_SIZES, example=_example, describe="LLaMA-style")

@@ -14,16 +14,25 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import SpecError
 from ..layers._factory import LayerType, check_positive_int, example_tensor, reset_children
 from ..layers.attention import MultiHeadAttention
 from ..layers.connections import Residual
+from ..layers.masks import padding_mask
 from ..layers.mlp import MLP
 from ..layers.norm import get_norm_layer
-from ..layers.transformer import TransformerBlock
+from ..network import Network
 from ..registry import Example, register_block, register_model
-from ._lm_base import padding_mask
+from ._graph_builder import GraphBuilder
+from ._lm_base import compact_params
 
-__all__ = ["PerceiverCrossBlock", "PerceiverEncoder", "fourier_features", "perceiver"]
+__all__ = [
+    "FourierPositions",
+    "LearnedLatents",
+    "PerceiverCrossBlock",
+    "fourier_features",
+    "perceiver",
+]
 
 Device = torch.device | str | None
 Dtype = torch.dtype | None
@@ -83,112 +92,155 @@ class PerceiverCrossBlock(nn.Module):
         return Example(kwargs, (example_tensor(2, 4, 16), example_tensor(2, 10, 8, seed=1)))
 
     def forward(
-        self, x: Tensor, context: Tensor, *, key_padding_mask: Tensor | None = None
+        self,
+        x: Tensor,
+        context: Tensor,
+        *,
+        key_padding_mask: Tensor | None = None,
+        attention_mask: Tensor | None = None,
     ) -> Tensor:
+        if context.dim() != 3:
+            raise ValueError(f"expected inputs (B, M, context_dim), got {tuple(context.shape)}")
+        if attention_mask is not None:  # a model-level mask over the context (1 = element)
+            key_padding_mask = padding_mask(attention_mask, context.shape[0], context.shape[1])
         x = self.attn(x, self.context_norm(context), key_padding_mask=key_padding_mask)
         return self.mlp(x)
 
 
-class PerceiverEncoder(nn.Module):
-    """Perceiver encoder: ``num_repeats`` × (cross-attend to the input, ``depth`` latent blocks).
-
-    ``num_latents`` learned latents of ``latent_dim`` read the input through
-    ``num_cross_heads``-head cross-attention; latent blocks are pre-norm
-    :class:`~netarchitect.layers.transformer.TransformerBlock` s. With ``share_weights``
-    (the paper's choice) repeats after the first reuse one cross-attention, and all
-    repeats one latent stack. ``num_fourier_bands`` appends :func:`fourier_features`
-    (``max_freq``) to each input element. With ``num_classes`` the mean latent goes
-    through a linear head; otherwise the latents are returned.
-
-    ``attention_mask`` (B, M) is 1 for real input elements.
+@register_block("fourier_positions")
+class FourierPositions(nn.Module):
+    """Appends :func:`fourier_features` of each element's position to a sequence.
 
     Shapes:
-        x: (B, M, in_features) -> latents (B, num_latents, latent_dim) or logits (B, num_classes).
+        x: (B, M, F) -> (B, M, F + 2·num_bands + 1).
     """
 
     def __init__(
-        self,
-        in_features: int,
-        *,
-        num_latents: int = 256,
-        latent_dim: int = 512,
-        depth: int = 6,
-        num_repeats: int = 1,
-        num_heads: int = 8,
-        num_cross_heads: int = 1,
-        mlp_ratio: float = 4.0,
-        share_weights: bool = True,
-        num_fourier_bands: int = 0,
-        max_freq: float = 64.0,
-        num_classes: int = 0,
-        norm_layer: LayerType = "layernorm",
-        drop: float = 0.0,
-        attn_drop: float = 0.0,
-        device: Device = None,
-        dtype: Dtype = None,
+        self, *, num_bands: int, max_freq: float = 64.0, device: Device = None, dtype: Dtype = None
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("in_features", in_features), ("num_latents", num_latents),
-            ("depth", depth), ("num_repeats", num_repeats),
-        ):
-            check_positive_int(name, value)
-        factory = {"device": device, "dtype": dtype}
-        self.num_fourier_bands, self.max_freq = num_fourier_bands, max_freq
-        self.num_repeats = num_repeats
-        self.num_features, self.num_classes = latent_dim, num_classes
-        context_dim = in_features + (2 * num_fourier_bands + 1 if num_fourier_bands else 0)
-        self.latents = nn.Parameter(torch.empty(num_latents, latent_dim, **factory))
-        common = {
-            "mlp_ratio": mlp_ratio, "norm_layer": norm_layer, "drop": drop,
-            "attn_drop": attn_drop, **factory,
-        }
-        num_cross = min(num_repeats, 2) if share_weights else num_repeats
-        self.cross = nn.ModuleList(
-            PerceiverCrossBlock(latent_dim, context_dim, num_heads=num_cross_heads, **common)
-            for _ in range(num_cross)
-        )
-        num_stacks = 1 if share_weights else num_repeats
-        self.latent_blocks = nn.ModuleList(
-            nn.ModuleList(TransformerBlock(latent_dim, num_heads, **common) for _ in range(depth))
-            for _ in range(num_stacks)
-        )
-        self.norm = get_norm_layer(norm_layer)(latent_dim, **factory)
-        self.head = nn.Linear(latent_dim, num_classes, **factory) if num_classes else None
+        check_positive_int("num_bands", num_bands)
+        if isinstance(max_freq, bool) or not isinstance(max_freq, (int, float)) or not max_freq > 0:
+            raise SpecError(f"max_freq={max_freq!r} must be a positive number", path="max_freq")
+        self.num_bands, self.max_freq = num_bands, float(max_freq)
+
+    def reset_parameters(self) -> None:
+        """Parameter-free: nothing to initialise."""
+
+    @classmethod
+    def example(cls) -> Example:
+        return Example({"num_bands": 3, "max_freq": 8.0}, (example_tensor(2, 5, 4),))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 3:
+            raise ValueError(f"expected inputs (B, M, F), got {tuple(x.shape)}")
+        B, M, _ = x.shape
+        pos = fourier_features(M, self.num_bands, self.max_freq, x.device)
+        return torch.cat((x, pos.to(x.dtype).expand(B, M, -1)), dim=-1)  # (B, M, F + 2b + 1)
+
+
+@register_block("learned_latents")
+class LearnedLatents(nn.Module):
+    """The Perceiver's learned latent array, one copy per sample of its input's batch.
+
+    The input only sets the batch size. Latents start as ``N(0, 0.02²)`` truncated at ±2.
+
+    Shapes:
+        x: (B, ...) -> (B, num_latents, dim).
+    """
+
+    def __init__(
+        self, *, num_latents: int, dim: int, device: Device = None, dtype: Dtype = None
+    ) -> None:
+        super().__init__()
+        check_positive_int("num_latents", num_latents)
+        check_positive_int("dim", dim)
+        self.latents = nn.Parameter(torch.empty(num_latents, dim, device=device, dtype=dtype))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         nn.init.trunc_normal_(self.latents, std=0.02, a=-2.0, b=2.0)
 
-    def forward_features(self, x: Tensor, *, attention_mask: Tensor | None = None) -> Tensor:
-        """Final-norm latents (B, num_latents, latent_dim)."""
-        if x.dim() != 3:
-            raise ValueError(f"expected inputs (B, M, in_features), got {tuple(x.shape)}")
-        B, M, _ = x.shape
-        if self.num_fourier_bands:
-            pos = fourier_features(M, self.num_fourier_bands, self.max_freq, x.device)
-            x = torch.cat((x, pos.to(x.dtype).expand(B, M, -1)), dim=-1)  # (B, M, context_dim)
-        key_padding = padding_mask(attention_mask, B, M)
-        latents = self.latents.expand(B, -1, -1)  # (B, N, latent_dim)
-        for r in range(self.num_repeats):
-            cross = self.cross[min(r, len(self.cross) - 1)]
-            latents = cross(latents, x, key_padding_mask=key_padding)
-            for block in self.latent_blocks[min(r, len(self.latent_blocks) - 1)]:
-                latents = block(latents)
-        return self.norm(latents)
+    @classmethod
+    def example(cls) -> Example:
+        return Example({"num_latents": 3, "dim": 4}, (example_tensor(2, 5, 6),))
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = x.mean(dim=1)  # (B, latent_dim)
-        return x if pre_logits or self.head is None else self.head(x)
-
-    def forward(self, x: Tensor, *, attention_mask: Tensor | None = None) -> Tensor:
-        latents = self.forward_features(x, attention_mask=attention_mask)
-        return latents if self.head is None else self.forward_head(latents)
+    def forward(self, x: Tensor) -> Tensor:
+        return self.latents.expand(x.shape[0], -1, -1)  # (B, N, dim)
 
 
-def perceiver(*, in_features: int = 64, **kwargs: Any) -> PerceiverEncoder:
-    """A :class:`PerceiverEncoder` (256 latents of 512, 6 latent blocks of 8 heads)."""
-    return PerceiverEncoder(in_features, **kwargs)
+def perceiver(
+    *,
+    in_features: int = 64,
+    num_latents: int = 256,
+    latent_dim: int = 512,
+    depth: int = 6,
+    num_repeats: int = 1,
+    num_heads: int = 8,
+    num_cross_heads: int = 1,
+    mlp_ratio: float = 4.0,
+    share_weights: bool = True,
+    num_fourier_bands: int = 0,
+    max_freq: float = 64.0,
+    num_classes: int = 0,
+    norm_layer: LayerType = "layernorm",
+    drop: float = 0.0,
+    attn_drop: float = 0.0,
+    seq_len: int = 64,
+    name: str = "perceiver",
+    device: Device = None,
+    dtype: Dtype = None,
+    seed: int | None = None,
+) -> Network:
+    """A Perceiver encoder: ``num_repeats`` × (the latents cross-attend to the input, then
+    ``depth`` latent Transformer blocks), a final norm and, with ``num_classes``, the mean
+    latent through a linear head (a :class:`~netarchitect.models._classifier.ClassifierNetwork`;
+    otherwise the latents are returned).
+
+    ``num_latents`` latents of ``latent_dim`` read the input through ``num_cross_heads``-head
+    cross-attention. With ``share_weights`` (the paper's choice) repeats after the first
+    reuse one cross-attention and all repeats one latent stack (tied in the spec).
+    ``num_fourier_bands`` appends :func:`fourier_features` (``max_freq``) to each input
+    element. ``attention_mask`` (B, M) is 1 for real input elements; ``seq_len`` is the
+    input length the spec declares (any length runs).
+
+    Shapes:
+        x: (B, M, in_features) -> latents (B, num_latents, latent_dim) or logits (B, num_classes).
+    """
+    for key, value in (("in_features", in_features), ("depth", depth),
+                       ("num_repeats", num_repeats), ("seq_len", seq_len)):
+        check_positive_int(key, value)
+    b = GraphBuilder(name, {"x": (seq_len, in_features)})
+    data, context_dim = "x", in_features
+    if num_fourier_bands:
+        data = b.add("fourier", "fourier_positions",
+                     {"num_bands": num_fourier_bands, "max_freq": max_freq})
+        context_dim += 2 * num_fourier_bands + 1
+    b.add("latents", "learned_latents", {"num_latents": num_latents, "dim": latent_dim},
+          inputs=["x"])
+    common = {"mlp_ratio": mlp_ratio, "norm_layer": norm_layer, "drop": drop,
+              "attn_drop": attn_drop}
+    cross = {"context_dim": context_dim, "num_heads": num_cross_heads, **common}
+    blocks = []
+    for r in range(num_repeats):
+        b.add(f"cross_{r}", "perceiver_cross_attention",
+              compact_params("perceiver_cross_attention", cross), inputs=[b.last, data],
+              merge="args", context=["attention_mask"])
+        if share_weights and r >= 2:
+            b.tie[f"cross_{r}"] = "cross_1"
+        for j in range(depth):
+            blocks.append(b.add(f"r{r}_block_{j}", "transformer_block",
+                                compact_params("transformer_block", {"num_heads": num_heads, **common})))
+            if share_weights and r >= 1:
+                b.tie[f"r{r}_block_{j}"] = f"r0_block_{j}"
+    b.add_layer("norm", norm_layer)
+    if num_classes:
+        b.add("head_pool", "token_pool", {"pool_type": "avg"})
+        b.add("head", "linear", {"out_features": num_classes})
+        roles: dict[str, Any] = {"kind": "classifier", "features": "norm", "stages": blocks}
+    else:
+        roles = {"kind": "encoder", "embedding": "latents", "blocks": blocks, "features": "norm"}
+    return GraphBuilder.build_spec(b.make_spec(roles), device=device, dtype=dtype, seed=seed)
 
 
 def _example() -> Example:
