@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 import netarchitect as na
-from netarchitect.errors import SpecError
 from netarchitect import network as network_module
+from netarchitect.errors import SpecError
 from netarchitect.models._classifier import ClassifierNetwork
 from netarchitect.models._stages import (
     SpecBuilder,

@@ -49,7 +49,7 @@ def test_weight_sharing_across_repeats() -> None:
     assert nodes["cross_2"] is nodes["cross_1"] and nodes["cross_1"] is not nodes["cross_0"]
     assert nodes["r2_block_0"] is nodes["r1_block_0"] is nodes["r0_block_0"]
     assert separate.nodes["cross_2"] is not separate.nodes["cross_1"]
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    count = lambda m: sum(p.numel() for p in m.parameters())
     cross, block = count(nodes["cross_0"]), count(nodes["r0_block_0"])
     assert count(separate) - count(shared) == cross + 2 * block
     x = feats(2, 8, 5)
