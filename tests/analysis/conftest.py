@@ -11,9 +11,12 @@ from torch import nn
 class GPT2Block(nn.Module):
     """GPT-2 block; linears have biases like Hugging Face's ``Conv1D`` layers."""
 
-    def __init__(self, dim: int, heads: int, mask: torch.Tensor, device=None) -> None:
+    def __init__(
+        self, dim: int, heads: int, mask: torch.Tensor, device=None, attn_dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.heads = heads
+        self.attn_dropout = attn_dropout
         self.ln_1 = nn.LayerNorm(dim, device=device)
         self.c_attn = nn.Linear(dim, 3 * dim, device=device)
         self.c_proj = nn.Linear(dim, dim, device=device)
@@ -26,7 +29,8 @@ class GPT2Block(nn.Module):
         b, t, d = x.shape
         q, k, v = self.c_attn(self.ln_1(x)).split(d, dim=-1)
         q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
+        p = self.attn_dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)  # (B, H, T, D)
         x = x + self.c_proj(y.transpose(1, 2).reshape(b, t, d))
         return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)), approximate="tanh"))
 
@@ -44,12 +48,15 @@ class GPT2(nn.Module):
         *,
         tie: bool = True,
         device=None,
+        attn_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         mask = torch.ones(1, 1, positions, positions, dtype=torch.bool).tril().to(device)
         self.wte = nn.Embedding(vocab, dim, device=device)
         self.wpe = nn.Embedding(positions, dim, device=device)
-        self.h = nn.ModuleList(GPT2Block(dim, heads, mask, device) for _ in range(layers))
+        self.h = nn.ModuleList(
+            GPT2Block(dim, heads, mask, device, attn_dropout) for _ in range(layers)
+        )
         self.ln_f = nn.LayerNorm(dim, device=device)
         self.lm_head = nn.Linear(dim, vocab, bias=False, device=device)
         if tie:

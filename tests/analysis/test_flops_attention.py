@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from netarchitect.analysis import attention_cost, count_flops
 from netarchitect.analysis.flop_formulas import classify
@@ -46,11 +47,17 @@ def test_sdpa_with_explicit_mask(mask_dtype):
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_sdpa_meta_math_path_equals_cpu_kernel(causal):
-    cpu = count_flops(Attention(), (*qkv(requires_grad=True), causal), backward=True)
+def test_sdpa_math_path_equals_fused_kernel_and_meta_follows_cpu(causal):
+    fused = count_flops(Attention(), (*qkv(requires_grad=True), causal), backward=True)
+    with sdpa_kernel(SDPBackend.MATH):
+        math = count_flops(Attention(), (*qkv(requires_grad=True), causal), backward=True)
+        meta_math = count_flops(Attention(), (*qkv("meta", True), causal), backward=True)
     meta = count_flops(Attention(), (*qkv("meta", requires_grad=True), causal), backward=True)
-    assert "aten.bmm" in meta.by_operator  # a different kernel ...
-    assert (meta.forward, meta.backward) == (cpu.forward, cpu.backward)  # ... the same numbers
+    assert "aten.bmm" in math.by_operator  # a different kernel ...
+    assert (math.forward, math.backward) == (fused.forward, fused.backward)  # ... same numbers
+    assert meta.by_operator == fused.by_operator  # meta runs the kernel CPU picks
+    assert meta_math.by_operator == math.by_operator
+    assert (meta.forward, meta.backward) == (fused.forward, fused.backward)
 
 
 def test_sdpa_grouped_query_attention_meta_equals_cpu():
@@ -187,3 +194,73 @@ def test_transformer_encoder_layer_fused_path():
     with torch.no_grad():
         meta = count_flops(meta_layer.eval(), x.to("meta"))
     assert meta.forward == fused.forward
+
+
+class Encoder(nn.Module):
+    def __init__(self, device=None) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        layer = nn.TransformerEncoderLayer(16, 4, 32, batch_first=True, device=device)
+        self.enc = nn.TransformerEncoder(layer, 2)
+
+    def forward(self, x, mask=None):
+        return self.enc(x, src_key_padding_mask=mask)
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+@pytest.mark.parametrize("lengths", [(6, 3), (4, 3)], ids=["one-full", "all-padded"])
+def test_transformer_encoder_nested_fast_path_counts_the_padded_input(context, lengths):
+    """Padded-shape convention: the nested fast path counts like the dense masked path.
+
+    The dense equivalent is the same eval-mode model on the same padded input and mask,
+    with autograd on (the fast path needs grad off): it computes every layer on the full
+    (B, T, E) input with the key padding mask, which is what "as if the padded dense
+    tensors were processed" means. Train mode would add dropout work, and dropping the
+    mask would drop the mask additions; neither is the equivalent.
+    """
+    batch, steps, dim, heads, layers = 2, 6, 16, 4, 2
+    x = torch.randn(batch, steps, dim)
+    mask = torch.arange(steps)[None, :] >= torch.tensor(lengths)[:, None]  # True = padding
+    model = Encoder().eval()
+    dense = count_flops(model, (x, mask))
+    with context():
+        fast = count_flops(model, (x, mask))
+    assert "aten._transformer_encoder_layer_fwd" in fast.by_operator
+    assert "aten._transformer_encoder_layer_fwd" not in dense.by_operator
+    assert fast.uncounted == dense.uncounted == {}
+    for i in range(layers):
+        assert fast.by_module[f"enc.layers.{i}"] == dense.by_module[f"enc.layers.{i}"]
+    assert fast.macs == dense.macs
+    # the fast path negates the padding mask once more (logical_not) to build the nested tensor
+    assert fast.other_flops == dense.other_flops + batch * steps
+    scores = batch * heads * steps * steps
+    unmasked = count_flops(model, x)
+    assert dense.other_flops == unmasked.other_flops + layers * scores + batch * steps
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
+def test_nested_query_of_unknown_origin_is_padded_to_its_longest_sequence():
+    """A user-built nested tensor through MultiheadAttention's fast path counts like the
+    dense batch padded to its longest sequence, with the key padding mask."""
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(16, 4, batch_first=True).eval()
+
+    class SelfAttention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = mha
+
+        def forward(self, x, mask=None):
+            return self.attn(x, x, x, key_padding_mask=mask, need_weights=False)[0]
+
+    a, b = torch.randn(6, 16), torch.randn(4, 16)
+    with torch.no_grad():
+        nested = count_flops(SelfAttention(), torch.nested.nested_tensor([a, b]))
+    padded = torch.zeros(2, 6, 16)
+    padded[0], padded[1, :4] = a, b
+    mask = torch.tensor([[False] * 6, [False] * 4 + [True] * 2])
+    dense = count_flops(SelfAttention(), (padded, mask))  # autograd on: the unfused path
+    assert list(nested.by_operator) == ["aten._native_multi_head_attention"]
+    assert "aten._native_multi_head_attention" not in dense.by_operator
+    assert nested.forward == dense.forward

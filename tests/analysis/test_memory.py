@@ -127,17 +127,3 @@ def test_gpt_memory_on_meta_equals_cpu(make_tiny_gpt):
     cpu = memory(make_tiny_gpt("cpu"), idx, checkpointing=True)
     meta = memory(make_tiny_gpt("meta"), idx.to("meta"), checkpointing=True)
     assert cpu.to_dict() == meta.to_dict()
-
-
-def test_fused_attention_redirect_only_where_the_cpu_kernel_applies():
-    from netarchitect.analysis._meta_attention import FusedAttentionOnMeta, _fused_on_meta
-
-    q = torch.empty(1, 2, 4, 8, device="meta")
-    assert _fused_on_meta(q, q, q, is_causal=True).shape == q.shape
-    assert _fused_on_meta(q, q, q, torch.empty(4, 4, device="meta"), is_causal=True) is None
-    assert _fused_on_meta(q, q[:, :1], q[:, :1], enable_gqa=True) is None
-    assert _fused_on_meta(q, q, torch.empty(1, 2, 4, 6, device="meta")) is None
-    assert _fused_on_meta(torch.zeros(1, 2, 4, 8), q, q) is None
-    with FusedAttentionOnMeta():
-        out = F.scaled_dot_product_attention(q, q, torch.empty(1, 2, 4, 6, device="meta"))
-    assert out.shape == (1, 2, 4, 6)  # fell back to the regular (math) path

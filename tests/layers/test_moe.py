@@ -159,3 +159,15 @@ def test_meta_forward_gives_shapes():
     moe = MoEFeedForward(8, num_experts=2, device="meta")
     out = moe(torch.empty(2, 3, 8, device="meta"))
     assert out.shape == (2, 3, 8) and out.is_meta and int(moe.dropped_tokens.numel()) == 1
+
+
+def test_copies_after_a_forward_keep_the_loss_value_not_its_graph() -> None:
+    import copy
+    import pickle
+
+    moe = MoEFeedForward(8, num_experts=4, top_k=2, hidden_dim=8)
+    moe(torch.randn(2, 5, 8)).sum()
+    assert moe.aux_loss.requires_grad
+    for clone in (copy.deepcopy(moe), pickle.loads(pickle.dumps(moe))):
+        torch.testing.assert_close(clone.aux_loss, moe.aux_loss.detach())
+        assert not clone.aux_loss.requires_grad

@@ -1,4 +1,4 @@
-"""The classifier contract, checked on the smallest instance of every vision family."""
+"""The classifier contract, checked on the smallest instance of every registered image classifier."""
 
 from __future__ import annotations
 
@@ -19,18 +19,13 @@ from netarchitect.models._stages import (
 )
 from netarchitect.registry import model_example
 
-FAMILIES = [
-    "resnet18",
-    "resnet50",
-    "densenet121",
-    "mobilenet_v2",
-    "mobilenet_v3_small",
-    "efficientnet_b0",
-    "convnext_tiny",
-    "vit_b_16",
-    "coatnet_lite_nano",
-    "highway_net_50",
-]
+def _is_image_classifier(name: str) -> bool:
+    model = na.create_model(name, **model_example(name).kwargs, device="meta")
+    return isinstance(model, ClassifierNetwork) and len(model.spec.inputs[0].shape) == 3
+
+
+#: Every registered image classifier (from the registry, never a hand-kept list).
+FAMILIES = [n for n in na.list_models() if _is_image_classifier(n)]
 
 
 def tiny(name: str, seed: int = 0, **overrides) -> tuple[ClassifierNetwork, torch.Tensor]:

@@ -30,6 +30,9 @@ Conventions (every number the analysis reports follows from these rules):
   native_dropout (forward/backward)        1 per element (without autograd, CPU dropout
                                            runs ``div_`` + ``mul``: 2 per element)
   cdist (forward/backward)                 3 per pair and feature
+  reflection/replication padding backward  1 per padded element (its gradient is
+                                           added back to the source element)
+  fold (``col2im``, ``unfold`` backward)   1 per input (patch) element
   ======================================  ======================================
 
 * **Attention** (every SDPA kernel, the math fallback and ``nn.MultiheadAttention``'s
@@ -38,77 +41,81 @@ Conventions (every number the analysis reports follows from these rules):
   ``batch*heads * L*S*(E + Ev)``; backward MACs are exactly twice that (the four
   gradient products; flash kernels' recomputation of ``Q K^T`` is not counted). Other
   FLOPs mirror the math fallback (``_scaled_dot_product_attention_math``) so that a
-  fused CPU/GPU kernel and the math path (used on the meta device) report identical
-  numbers: ``q.numel() + k.numel()`` for the scaling, one per score for a mask (or
-  causal), five per score for the softmax, one per score for dropout; backward: four
+  fused CPU/GPU kernel and the math path report identical numbers without dropout:
+  ``q.numel() + k.numel()`` for the scaling, one per score for a mask (or causal), five
+  per score for the softmax, one per score for dropout in a fused kernel; backward: four
   per score for the softmax gradient plus the same scaling (plus one per expanded key and
   value element for grouped-query attention, whose gradients are summed over groups).
+  On the meta device attention runs the kernel CPU would pick (:mod:`._meta_kernels`).
+* **Nested tensors** (the padding-mask fast paths of ``nn.TransformerEncoder`` and
+  ``nn.MultiheadAttention`` in eval mode without autograd) are counted at their padded
+  shape: exactly what the dense path computes on the same padded input with the key
+  padding mask (see :mod:`.flop_attention`).
+* **Recurrent layers**: oneDNN's fused LSTM layer counts as ATen's native loop computes
+  the same layer — per step ``gates * H * (input + H)`` MACs plus the cell's element-wise
+  work — and its backward as twice its forward (see :mod:`.flop_recurrent`). On meta,
+  recurrent layers run CPU's implementation (oneDNN or the native loop).
 * **Lookups and scatters**: ``embedding``, ``gather``, ``index_select``, ``index``,
   plain ``scatter``/``index_put``/``index_copy`` move memory and cost 0 FLOPs; they are
   still listed in ``by_operator`` (as lookups). ``scatter_add``, ``index_add``,
   ``scatter_reduce``, ``index_reduce``, accumulating ``index_put`` and
   ``embedding_dense_backward`` cost one other FLOP per source element.
-* **Zero-cost** ops (views, reshapes, copies, ``detach``, creation, random number
-  generation, padding, concatenation, selection like ``where``/``masked_fill``) are
-  listed in :data:`ZERO_COST`. Any other operator without a formula is reported as
-  *uncounted*, never silently as zero.
+* **Zero-cost** ops do no arithmetic: views and their ``*_copy`` forms, copies,
+  ``detach``, creation, random number generation, padding, concatenation, selection like
+  ``where``/``masked_fill``, index bookkeeping (``select_backward``, ``slice_backward``,
+  ``unsafe_split`` ...), packing and nested-tensor construction. They are listed in
+  :data:`ZERO_COST`. Any other operator without a formula is reported as *uncounted*
+  (missing work), never silently as zero.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
+from . import flop_recurrent  # noqa: F401  (registers its formulas)
+from ._flop_registry import (
+    FORMULAS,
+    LOSS,
+    LOSS_BACKWARD,
+    NORM,
+    NORM_RUNNING_STATS,
+    RMS_NORM,
+    SOFTMAX,
+    SOFTMAX_BACKWARD,
+    UPSAMPLE,
+    Cost,
+    Formula,
+    bias_cost,
+    elementwise,
+    first,
+    formula,
+    numel,
+    prod,
+    reduction,
+)
+from .flop_attention import attention_cost, remember_padding
+
 __all__ = [
     "ELEMENTWISE",
+    "FORMULAS",
     "LOOKUPS",
     "REDUCTIONS",
+    "TRACKERS",
     "ZERO_COST",
     "Cost",
     "OpInfo",
     "attention_cost",
     "classify",
+    "numel",
     "op_display_name",
 ]
-
-Cost = tuple[int, int]
-"""``(macs, other_flops)`` of one operator call."""
-
-Formula = Callable[[dict[str, Any], Any], Cost]
-
-SOFTMAX = 5
-SOFTMAX_BACKWARD = 4
-NORM = 5
-NORM_RUNNING_STATS = 2
-RMS_NORM = 4
-LOSS = 3
-LOSS_BACKWARD = 2
-UPSAMPLE = {"linear1d": 3, "bilinear2d": 7, "bicubic2d": 31, "trilinear3d": 15}
-
-
-def numel(x: Any) -> int:
-    """Elements of a tensor or of every tensor in a (nested) list/tuple."""
-    if isinstance(x, torch.Tensor):
-        return x.numel()
-    if isinstance(x, (list, tuple)):
-        return sum(numel(item) for item in x)
-    return 0
 
 
 def _words(text: str) -> list[str]:
     return text.split()
-
-
-def _first(out: Any) -> torch.Tensor:
-    return out if isinstance(out, torch.Tensor) else out[0]
-
-
-def _prod(values: Sequence[int]) -> int:
-    return math.prod(int(v) for v in values)
 
 
 # ---------------------------------------------------------------------------
@@ -156,30 +163,49 @@ ZERO_COST = frozenset(
     _words(
         """
     alias as_strided _reshape_alias view _unsafe_view view_as_real view_as_complex reshape
-    expand expand_copy t transpose permute squeeze unsqueeze unflatten flatten select slice
+    expand t transpose permute squeeze unsqueeze unflatten flatten select slice
     narrow split split_with_sizes unbind chunk unfold diagonal movedim clone contiguous copy
+    unsafe_split unsafe_split_with_sizes unsafe_chunk
+    alias_copy as_strided_copy expand_copy permute_copy t_copy transpose_copy squeeze_copy
+    unsqueeze_copy view_copy select_copy slice_copy narrow_copy split_copy
+    split_with_sizes_copy unbind_copy diagonal_copy unfold_copy detach_copy _reshape_copy
+    view_as_real_copy view_as_complex_copy _neg_view_copy _conj_copy
+    select_backward slice_backward diagonal_backward unfold_backward as_strided_scatter
+    slice_scatter select_scatter diagonal_scatter
     _copy_from _copy_from_and_resize _to_copy to detach lift_fresh lift_fresh_copy
-    _local_scalar_dense cat stack constant_pad_nd reflection_pad1d reflection_pad2d
-    reflection_pad3d replication_pad1d replication_pad2d replication_pad3d _pad_circular
-    repeat repeat_interleave roll flip rot90 tril triu where masked_fill empty empty_like
-    empty_strided new_empty new_empty_strided zeros zeros_like new_zeros ones ones_like
-    new_ones full full_like new_full fill zero arange linspace logspace scalar_tensor eye
+    _local_scalar_dense cat stack _chunk_cat constant_pad_nd reflection_pad1d
+    reflection_pad2d reflection_pad3d replication_pad1d replication_pad2d replication_pad3d
+    _pad_circular repeat repeat_interleave roll flip rot90 tril triu where masked_fill
+    diag_embed empty empty_like empty_strided empty_permuted new_empty new_empty_strided
+    zeros zeros_like new_zeros ones ones_like new_ones full full_like new_full fill zero
+    arange linspace logspace scalar_tensor eye tril_indices triu_indices _efficientzerotensor
     rand rand_like randn randn_like randint randint_like randperm bernoulli normal uniform
-    exponential geometric random native_dropout_mask set resize resize_as _pin_memory
+    exponential geometric random set resize resize_as _pin_memory
     is_pinned pixel_shuffle pixel_unshuffle channel_shuffle native_channel_shuffle
     upsample_nearest1d upsample_nearest2d upsample_nearest3d _upsample_nearest_exact1d
-    _upsample_nearest_exact2d _upsample_nearest_exact3d im2col slice_scatter select_scatter
-    diagonal_scatter as_strided_scatter size sym_size stride sym_stride storage_offset
+    _upsample_nearest_exact2d _upsample_nearest_exact3d im2col
+    _pack_padded_sequence _pack_padded_sequence_backward _pad_packed_sequence
+    _nested_tensor_from_mask _nested_tensor_from_mask_left_aligned _nested_from_padded
+    _nested_from_padded_and_nested_example _nested_tensor_from_tensor_list to_padded_tensor
+    _nested_tensor_size _nested_tensor_strides _nested_tensor_storage_offsets
+    _nested_view_from_buffer _nested_view_from_buffer_copy _nested_view_from_jagged
+    _nested_view_from_jagged_copy _nested_get_values _nested_get_values_copy
+    _nested_get_offsets _nested_get_lengths _nested_get_ragged_idx _nested_get_jagged_dummy
+    _nested_get_min_seqlen _nested_get_max_seqlen _nested_compute_contiguous_strides_offsets
+    size sym_size stride sym_stride storage_offset
     sym_storage_offset numel sym_numel dim is_contiguous sym_is_contiguous
     is_strides_like_format is_non_overlapping_and_dense is_same_size
     _has_compatible_shallow_copy_type _conj conj _neg_view resolve_conj resolve_neg
     _assert_async _assert_tensor_metadata _functional_assert_async record_stream
     _assert_scalar sym_constrain_range sym_constrain_range_for_size _unsafe_masked_index
-    _unsafe_masked_index_put_accumulate device layout
+    device layout
     """
     )
 )
-"""Operators that only move, view, create or select memory: 0 FLOPs, not listed."""
+"""Operators that do no arithmetic — views and their ``*_copy`` forms, copies, creation,
+random numbers, padding, concatenation, selection, index bookkeeping (``select_backward``,
+``slice_backward``, ``unsafe_split`` ...) and nested-tensor construction: 0 FLOPs by
+definition, not listed. Everything else without a formula is *uncounted* (missing work)."""
 
 LOOKUPS = frozenset(
     _words(
@@ -196,32 +222,6 @@ when they do not reduce; see :func:`_scatter`)."""
 # ---------------------------------------------------------------------------
 # formulas
 # ---------------------------------------------------------------------------
-FORMULAS: dict[str, Formula] = {}
-
-
-def formula(*names: str) -> Callable[[Formula], Formula]:
-    """Register ``fn(args, out) -> (macs, other)`` for the given ATen operator names."""
-
-    def register(fn: Formula) -> Formula:
-        for name in names:
-            FORMULAS[name] = fn
-        return fn
-
-    return register
-
-
-def _elementwise(a: dict[str, Any], out: Any) -> Cost:
-    return 0, numel(out)
-
-
-def _reduction(a: dict[str, Any], out: Any) -> Cost:
-    return 0, numel(a["_input"])
-
-
-def _bias(a: dict[str, Any], out: Any, name: str = "bias") -> int:
-    return numel(out) if a.get(name) is not None else 0
-
-
 # -- matrix products -----------------------------------------------------------
 @formula("mm", "bmm", "_scaled_mm")
 def _mm(a: dict[str, Any], out: Any) -> Cost:
@@ -267,7 +267,7 @@ def _addr(a: dict[str, Any], out: Any) -> Cost:
 
 @formula("linear")
 def _linear(a: dict[str, Any], out: Any) -> Cost:
-    return numel(out) * a["input"].shape[-1], _bias(a, out)
+    return numel(out) * a["input"].shape[-1], bias_cost(a, out)
 
 
 # -- convolutions ----------------------------------------------------------------
@@ -277,7 +277,7 @@ def _conv_macs(x: torch.Tensor, w: torch.Tensor, out_elems: int, transposed: boo
     Regular: ``out_elems * (Cin/groups) * prod(kernel)``; weight is ``(Cout, Cin/g, *k)``.
     Transposed: ``in_elems * (Cout/groups) * prod(kernel)``; weight is ``(Cin, Cout/g, *k)``.
     """
-    per_position = w.shape[1] * _prod(w.shape[2:])
+    per_position = w.shape[1] * prod(w.shape[2:])
     return (x.numel() if transposed else out_elems) * per_position
 
 
@@ -304,8 +304,8 @@ def _conv_macs(x: torch.Tensor, w: torch.Tensor, out_elems: int, transposed: boo
 def _conv(a: dict[str, Any], out: Any) -> Cost:
     x = a["input"] if "input" in a else a["self"]
     transposed = bool(a.get("transposed", "transpose" in a["_name"]))
-    result = _first(out)
-    return _conv_macs(x, a["weight"], result.numel(), transposed), _bias(a, result)
+    result = first(out)
+    return _conv_macs(x, a["weight"], result.numel(), transposed), bias_cost(a, result)
 
 
 @formula("convolution_backward", "convolution_backward_overrideable")
@@ -315,180 +315,6 @@ def _conv_backward(a: dict[str, Any], out: Any) -> Cost:
     mask = a["output_mask"]
     forward = _conv_macs(x, w, grad_out.numel(), bool(a["transposed"]))
     return forward * (int(mask[0]) + int(mask[1])), grad_out.numel() if mask[2] else 0
-
-
-# -- attention ---------------------------------------------------------------------
-def attention_cost(
-    q_shape: Sequence[int],
-    k_shape: Sequence[int],
-    v_shape: Sequence[int],
-    *,
-    masked: bool = False,
-    dropout: bool = False,
-    backward: bool = False,
-) -> Cost:
-    """Cost of ``softmax(q k^T * scale + mask) v`` over the full score matrix.
-
-    Shapes are ``(..., L, E)``, ``(..., S, E)``, ``(..., S, Ev)``; the leading dims of
-    ``q`` (batch x heads) set the number of score matrices (grouped-query keys are
-    broadcast to the query heads).
-    """
-    *batch_dims, length, e = (int(s) for s in q_shape)
-    source = int(k_shape[-2])
-    ev = int(v_shape[-1])
-    batch = _prod(batch_dims)
-    scores = batch * length * source
-    macs = scores * (e + ev)
-    group = 1
-    if len(q_shape) >= 3 and len(k_shape) >= 3 and int(k_shape[-3]) not in (0, q_shape[-3]):
-        group = int(q_shape[-3]) // int(k_shape[-3])
-    scaling = batch * length * e + _prod(k_shape) * group
-    drop = scores if dropout else 0
-    if backward:
-        # grouped-query keys/values: their gradients are summed over the query groups
-        regroup = (_prod(k_shape) + _prod(v_shape)) * group if group > 1 else 0
-        return 2 * macs, SOFTMAX_BACKWARD * scores + scaling + drop + regroup
-    return macs, scaling + (scores if masked else 0) + SOFTMAX * scores + drop
-
-
-def _bhle(t: torch.Tensor) -> tuple[int, ...]:
-    """(B, S, H, E) layout of the xformers/flash kernels → (B, H, S, E)."""
-    shape = tuple(int(s) for s in t.shape)
-    if len(shape) == 4:
-        return (shape[0], shape[2], shape[1], shape[3])
-    return (shape[1], shape[0], shape[2])  # varlen (total, H, E)
-
-
-def _seq_lengths(cu: Any) -> list[int] | None:
-    if not isinstance(cu, torch.Tensor) or cu.is_meta or cu.numel() < 2:
-        return None
-    values = [int(v) for v in cu.tolist()]
-    return [b - a for a, b in itertools.pairwise(values)]
-
-
-def _varlen_cost(a: dict[str, Any], names: tuple[str, str], **flags: bool) -> Cost:
-    q, k, v = a["query"], a["key"], a["value"]
-    lq, lk = _seq_lengths(a.get(names[0])), _seq_lengths(a.get(names[1]))
-    if lq is None or lk is None:
-        return attention_cost(_bhle(q), _bhle(k), _bhle(v), **flags)
-    heads, e, hk, ev = q.shape[-2], q.shape[-1], k.shape[-2], v.shape[-1]
-    macs = other = 0
-    for length, source in zip(lq, lk):
-        m, o = attention_cost((heads, length, e), (hk, source, e), (hk, source, ev), **flags)
-        macs, other = macs + m, other + o
-    return macs, other
-
-
-def _sdpa_flags(a: dict[str, Any], backward: bool) -> dict[str, bool]:
-    mask = a.get("attn_mask", a.get("attn_bias", a.get("bias")))
-    causal = bool(a.get("is_causal", False)) or bool(a.get("custom_mask_type", 0))
-    dropout = float(a.get("dropout_p", 0.0) or 0.0) > 0
-    return {"masked": mask is not None or causal, "dropout": dropout, "backward": backward}
-
-
-def _sdpa(backward: bool) -> Formula:
-    def fn(a: dict[str, Any], out: Any) -> Cost:
-        q, k, v = a["query"], a["key"], a["value"]
-        return attention_cost(q.shape, k.shape, v.shape, **_sdpa_flags(a, backward))
-
-    return fn
-
-
-def _sdpa_varlen(backward: bool, names: tuple[str, str]) -> Formula:
-    def fn(a: dict[str, Any], out: Any) -> Cost:
-        return _varlen_cost(a, names, **_sdpa_flags(a, backward))
-
-    return fn
-
-
-formula(
-    "_scaled_dot_product_flash_attention_for_cpu",
-    "_scaled_dot_product_efficient_attention",
-    "_scaled_dot_product_flash_attention",
-    "_scaled_dot_product_cudnn_attention",
-    "_scaled_dot_product_fused_attention_overrideable",
-    "_scaled_dot_product_attention_math",
-    "_scaled_dot_product_attention_math_for_mps",
-)(_sdpa(backward=False))
-formula(
-    "_scaled_dot_product_flash_attention_for_cpu_backward",
-    "_scaled_dot_product_efficient_attention_backward",
-    "_scaled_dot_product_flash_attention_backward",
-    "_scaled_dot_product_cudnn_attention_backward",
-    "_scaled_dot_product_fused_attention_overrideable_backward",
-)(_sdpa(backward=True))
-formula("_efficient_attention_forward")(_sdpa_varlen(False, ("cu_seqlens_q", "cu_seqlens_k")))
-formula("_efficient_attention_backward")(_sdpa_varlen(True, ("cu_seqlens_q", "cu_seqlens_k")))
-formula("_flash_attention_forward")(_sdpa_varlen(False, ("cum_seq_q", "cum_seq_k")))
-formula("_flash_attention_backward")(_sdpa_varlen(True, ("cum_seq_q", "cum_seq_k")))
-
-
-def _mha_cost(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    num_heads: int,
-    *,
-    has_bias: bool,
-    masked: bool,
-    need_weights: bool,
-    average: bool,
-) -> Cost:
-    """``nn.MultiheadAttention`` as its unfused path computes it (batch-first ``(B, L, E)``)."""
-    e = int(q.shape[-1])
-    d = e // num_heads
-    lead = q.shape[:-2]
-    heads_shape = (*lead, num_heads, q.shape[-2], d)
-    k_shape = (*k.shape[:-2], num_heads, k.shape[-2], d)
-    v_shape = (*v.shape[:-2], num_heads, v.shape[-2], d)
-    proj_macs = (q.numel() + k.numel() + v.numel()) * e + q.numel() * e
-    proj_other = (q.numel() + k.numel() + v.numel() + q.numel()) if has_bias else 0
-    if need_weights:  # explicit bmm path: q scaled once, softmax, optional head average
-        macs, _ = attention_cost(heads_shape, k_shape, v_shape)
-        scores = macs // (2 * d)
-        other = q.numel() + (scores if masked else 0) + SOFTMAX * scores
-        other += scores if average else 0
-    else:
-        macs, other = attention_cost(heads_shape, k_shape, v_shape, masked=masked)
-    return proj_macs + macs, proj_other + other
-
-
-@formula("_native_multi_head_attention")
-def _native_mha(a: dict[str, Any], out: Any) -> Cost:
-    """Fused ``nn.MultiheadAttention`` (eval + no_grad fast path)."""
-    return _mha_cost(
-        a["query"],
-        a["key"],
-        a["value"],
-        int(a["num_head"]),
-        has_bias=a.get("qkv_bias") is not None,
-        masked=a.get("mask") is not None,
-        need_weights=bool(a.get("need_weights", True)),
-        average=bool(a.get("average_attn_weights", True)),
-    )
-
-
-@formula("_transformer_encoder_layer_fwd")
-def _encoder_layer(a: dict[str, Any], out: Any) -> Cost:
-    """Fused ``nn.TransformerEncoderLayer`` (eval + no_grad fast path)."""
-    src = a["src"]
-    n = src.numel()
-    hidden = int(a["ffn_weight_1"].shape[0])
-    tokens = n // int(src.shape[-1])
-    macs, other = _mha_cost(
-        src,
-        src,
-        src,
-        int(a["num_heads"]),
-        has_bias=a.get("qkv_bias") is not None,
-        masked=a.get("mask") is not None,
-        need_weights=False,
-        average=False,
-    )
-    norms = 2 * n * (NORM + 2)
-    ffn_macs = 2 * tokens * int(src.shape[-1]) * hidden
-    ffn_other = 2 * tokens * hidden + n  # bias + activation, then bias
-    return macs + ffn_macs, other + ffn_other + norms + 2 * n  # + two residual adds
 
 
 # -- normalisation, softmax, pooling, losses ----------------------------------------
@@ -570,7 +396,7 @@ def _expand(kernel: Any, dims: int) -> list[int]:
 )
 def _pool(a: dict[str, Any], out: Any) -> Cost:
     dims = int(a["_name"].split("pool")[1][0])
-    return 0, _first(out).numel() * _prod(_expand(a["kernel_size"], dims))
+    return 0, first(out).numel() * prod(_expand(a["kernel_size"], dims))
 
 
 @formula(
@@ -605,6 +431,25 @@ def _pool_backward(a: dict[str, Any], out: Any) -> Cost:
     return 0, numel(out)
 
 
+@formula(
+    "reflection_pad1d_backward",
+    "reflection_pad2d_backward",
+    "reflection_pad3d_backward",
+    "replication_pad1d_backward",
+    "replication_pad2d_backward",
+    "replication_pad3d_backward",
+)
+def _pad_backward(a: dict[str, Any], out: Any) -> Cost:
+    """The gradient of every padded element is added back to its source: one add each."""
+    return 0, a["grad_output"].numel() - numel(out)
+
+
+@formula("col2im")
+def _col2im(a: dict[str, Any], out: Any) -> Cost:
+    """``fold`` (and ``unfold``'s backward) adds every patch element into the image."""
+    return 0, a["self"].numel()
+
+
 def _upsample(per_element: int, backward: bool) -> Formula:
     def fn(a: dict[str, Any], out: Any) -> Cost:
         return 0, per_element * (a["grad_output"].numel() if backward else numel(out))
@@ -613,8 +458,11 @@ def _upsample(per_element: int, backward: bool) -> Formula:
 
 
 for _mode, _per in UPSAMPLE.items():
-    formula(f"upsample_{_mode}", f"_upsample_{_mode}_aa")(_upsample(_per, False))
-    formula(f"upsample_{_mode}_backward", f"_upsample_{_mode}_aa_backward")(_upsample(_per, True))
+    formula(f"upsample_{_mode}")(_upsample(_per, False))
+    formula(f"upsample_{_mode}_backward")(_upsample(_per, True))
+for _mode in ("bilinear2d", "bicubic2d"):  # anti-aliased variants exist for these two
+    formula(f"_upsample_{_mode}_aa")(_upsample(UPSAMPLE[_mode], False))
+    formula(f"_upsample_{_mode}_aa_backward")(_upsample(UPSAMPLE[_mode], True))
 for _dims in ("1d", "2d", "3d"):
     formula(f"upsample_nearest{_dims}_backward", f"_upsample_nearest_exact{_dims}_backward")(
         _upsample(1, True)
@@ -639,7 +487,6 @@ def _loss(a: dict[str, Any], out: Any) -> Cost:
 
 @formula(
     "mse_loss_backward",
-    "l1_loss_backward",
     "smooth_l1_loss_backward",
     "huber_loss_backward",
     "binary_cross_entropy_backward",
@@ -704,11 +551,19 @@ LOOKUP_WITH_REDUCE = {
 """Lookups that become reductions when the named argument is set."""
 
 
+@formula("_unsafe_masked_index_put_accumulate")
 def _scatter_like(a: dict[str, Any], out: Any) -> Cost:
-    """``scatter(reduce=...)`` and ``index_put(accumulate=True)``: one op per source element."""
+    """``scatter(reduce=...)`` and accumulating ``index_put``: one op per source element."""
     if a["_name"] == "scatter":
         return 0, a["index"].numel()
     return 0, numel(a["values"])
+
+
+Tracker = Callable[[Sequence[Any], dict[str, Any], Any], None]
+
+TRACKERS: dict[str, Tracker] = {"_nested_tensor_from_mask": remember_padding}
+"""Zero-cost operators whose results formulas need later: ``tracker(args, kwargs, out)``
+records it (the padded shape of a nested tensor; see :mod:`.flop_attention`)."""
 
 
 # ---------------------------------------------------------------------------
@@ -717,7 +572,7 @@ def _scatter_like(a: dict[str, Any], out: Any) -> Cost:
 class OpInfo:
     """How one ``OpOverload`` is treated: ``kind`` is formula/lookup/zero/unknown."""
 
-    __slots__ = ("arg_names", "defaults", "display", "fn", "kind", "name")
+    __slots__ = ("arg_names", "defaults", "display", "fn", "kind", "name", "track")
 
     def __init__(self, func: Any) -> None:
         schema = func._schema
@@ -731,6 +586,7 @@ class OpInfo:
             arg.name: arg.default_value for arg in schema.arguments if arg.has_default_value()
         }
         self.fn: Formula | None = None
+        self.track = TRACKERS.get(base) if namespace == "aten" else None
         if namespace in ("aten", "prim") and base in ZERO_COST:
             self.kind = "zero"
         elif namespace != "aten":
@@ -743,9 +599,9 @@ class OpInfo:
         elif base in FORMULAS:
             self.kind, self.fn = "formula", FORMULAS[base]
         elif base in ELEMENTWISE:
-            self.kind, self.fn = "formula", _elementwise
+            self.kind, self.fn = "formula", elementwise
         elif base in REDUCTIONS:
-            self.kind, self.fn = "formula", _reduction
+            self.kind, self.fn = "formula", reduction
         else:
             self.kind = "unknown"
 

@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ._common import Inputs, call_model, tensors_in
+from ._meta_kernels import cpu_kernels_on_meta
 from ._tracking import ModuleTracker
 from .flop_formulas import classify
 
@@ -84,7 +85,8 @@ class FlopResult:
     ``by_module`` maps a module path (``""`` is the root) to its hierarchical forward
     count; ``by_module_backward`` the same for backward. ``by_operator[_backward]``
     maps ``aten.mm``-style names to counts (lookups appear with 0 FLOPs).
-    ``uncounted`` maps every operator without a formula to its number of calls.
+    ``uncounted`` maps every operator that does work we have no formula for to its
+    number of calls (zero-cost bookkeeping, such as views, is never listed).
     """
 
     forward: Count
@@ -183,6 +185,8 @@ class FlopCounter(TorchDispatchMode):
                 return decomposed
         out = func(*args, **kwargs)
         if info.kind == "zero":
+            if info.track is not None:
+                info.track(args, kwargs, out)
             return out
         if info.kind == "unknown":
             self.uncounted[info.display] += 1
@@ -202,16 +206,20 @@ def count_flops(model: nn.Module, inputs: Inputs, *, backward: bool = False) -> 
 
     ``inputs`` is a tensor, a tuple/list of positional inputs or a dict of keyword
     inputs; put them (and the model) on the ``meta`` device to analyse a model larger
-    than memory — results are identical to real tensors. Works under ``no_grad`` and
-    ``inference_mode`` for the forward pass. The backward pass starts from gradient ones
-    at every floating-point output that requires grad (no loss function is counted).
+    than memory — attention and recurrent layers then run the kernels CPU would pick, so
+    results are identical to real CPU tensors. Works under ``no_grad`` and
+    ``inference_mode`` for the forward pass; PyTorch's eval fast paths there may run on
+    nested tensors (``nn.TransformerEncoder`` with ``src_key_padding_mask``), which are
+    counted at their padded shape: exactly what the dense path computes on the same
+    padded input and mask. The backward pass starts from gradient ones at every
+    floating-point output that requires grad (no loss function is counted).
     """
     if backward and torch.is_inference_mode_enabled():
         raise ValueError("count_flops(backward=True) cannot run inside torch.inference_mode()")
     tracker = ModuleTracker(model)
     counter = FlopCounter(tracker)
     grad_context = torch.enable_grad() if backward else contextlib.nullcontext()
-    with tracker, counter, grad_context:
+    with tracker, cpu_kernels_on_meta(inputs, model), counter, grad_context:
         output = call_model(model, inputs)
     if backward:
         roots = _outputs_for_backward(output)

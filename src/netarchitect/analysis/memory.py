@@ -4,9 +4,11 @@ Activations are *measured*: one forward pass runs under
 ``torch.autograd.graph.saved_tensors_hooks`` and every tensor autograd keeps for the
 backward pass is recorded once per storage (views and tensors saved by several ops
 count once; parameters and buffers are excluded). This works on the ``meta`` device,
-so the memory of a model far larger than RAM can be estimated; there, scaled-dot-product
-attention runs the fused CPU kernel's meta function so that it saves what the real kernel
-saves (see :mod:`netarchitect.analysis._meta_attention`).
+so the memory of a model far larger than RAM can be estimated; there, attention and
+recurrent layers run the kernels CPU would pick (the fused flash kernel only where CPU
+uses it, e.g. not with attention dropout in training; oneDNN LSTMs), so that they save
+what the real kernels save (see :mod:`netarchitect.analysis._meta_kernels`). The one
+known gap: oneDNN's LSTM training workspace has no meta size (0 bytes on meta).
 
 Peak training memory (bytes) is estimated as::
 
@@ -34,7 +36,6 @@ the paths given as ``checkpointing=["blocks.0", ...]``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -43,8 +44,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._common import Inputs, call_model, is_meta, storage_key, storage_nbytes, tensors_in
-from ._meta_attention import FusedAttentionOnMeta
+from ._common import Inputs, call_model, storage_key, storage_nbytes, tensors_in
+from ._meta_kernels import cpu_kernels_on_meta
 from ._tracking import ModuleTracker
 from .params import count_params
 
@@ -229,9 +230,8 @@ def trace_activations(
             outside[key] = nbytes
         return t
 
-    attention = FusedAttentionOnMeta() if is_meta(inputs, model) else contextlib.nullcontext()
     hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
-    with tracker, attention, torch.enable_grad(), hooks:
+    with tracker, cpu_kernels_on_meta(inputs, model), torch.enable_grad(), hooks:
         output = call_model(model, inputs)
         if loss_fn is not None:
             output = (output, loss_fn(output))

@@ -127,6 +127,12 @@ class MoEFeedForward(nn.Module):
         skip = {"batch_independence": "samples share each expert's token capacity"}
         return Example(kwargs, (example_tensor(2, 5, 8),), skip=skip)
 
+    def __getstate__(self) -> dict:
+        """Copies and pickles keep the last loss as a value, not its autograd graph."""
+        state = dict(self.__dict__)
+        state["aux_loss"] = self.aux_loss.detach()
+        return state
+
     def capacity(self, num_tokens: int) -> int | None:
         """Tokens each expert accepts for a batch of ``num_tokens`` tokens."""
         if self.capacity_factor is None:
