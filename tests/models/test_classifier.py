@@ -19,6 +19,7 @@ from netarchitect.models._stages import (
 )
 from netarchitect.registry import model_example
 
+
 def _is_image_classifier(name: str) -> bool:
     model = na.create_model(name, **model_example(name).kwargs, device="meta")
     return isinstance(model, ClassifierNetwork) and len(model.spec.inputs[0].shape) == 3
