@@ -6,23 +6,25 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 
 import netarchitect as na
+from netarchitect.network import sample_inputs
 from netarchitect.testing import check_module
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = sorted((REPO / "examples" / "specs").glob("*.yaml"))
 
 
-def test_there_are_four_example_specs():
-    assert {p.stem for p in SPECS} >= {"residual_mlp", "small_cnn_skip", "dense_block", "highway_mlp"}
+def test_there_are_the_example_specs():
+    assert {p.stem for p in SPECS} >= {
+        "residual_mlp", "small_cnn_skip", "dense_block", "highway_mlp", "tiny_transformer"
+    }
 
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
 def test_example_spec_builds_and_conforms(path: Path):
     spec = na.load_spec(path)
-    inputs = tuple(torch.randn(3, *i.shape) for i in spec.inputs)
+    inputs = sample_inputs(spec, batch=3)
     check_module(lambda **kw: na.build(spec, seed=0, **kw), inputs)
     model = na.build(spec, seed=0)
     assert na.spec_hash(na.build(model.spec).spec) == na.spec_hash(spec)

@@ -14,7 +14,7 @@ import torch
 
 import netarchitect as na
 from netarchitect.init import initialize, materialize
-from netarchitect.registry import get_block, list_blocks, list_models, model_example
+from netarchitect.registry import block_examples, get_block, list_blocks, list_models, model_example
 from netarchitect.testing import check_module
 
 BLOCKS = list_blocks()
@@ -28,10 +28,20 @@ def _block_example(name: str):
     return cls, example()
 
 
-@pytest.mark.parametrize("name", BLOCKS)
-def test_block_conformance(name: str) -> None:
-    cls, ex = _block_example(name)
-    check_module(functools.partial(cls, **ex.kwargs), ex.inputs, skip=ex.skip)
+def _all_examples() -> list:
+    cases = []
+    for name in BLOCKS:
+        for i, ex in enumerate(block_examples(get_block(name))):
+            cases.append(pytest.param(name, ex, id=f"{name}-{ex.name or i}"))
+    return cases
+
+
+@pytest.mark.parametrize(("name", "ex"), _all_examples())
+def test_block_conformance(name: str, ex) -> None:
+    cls = get_block(name)
+    check_module(
+        functools.partial(cls, **ex.kwargs), ex.inputs, skip=ex.skip, forward_kwargs=ex.forward_kwargs
+    )
 
 
 @pytest.mark.parametrize("name", BLOCKS)
@@ -54,3 +64,15 @@ def test_model_conformance(name: str) -> None:
     assert ex is not None, f"model {name!r} was registered without example="
     builder = functools.partial(na.create_model, name, **ex.kwargs)
     check_module(builder, ex.inputs, skip=ex.skip)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["multi_head_attention", "transformer_block", "moe", "conv_norm_act", "bottleneck",
+     "inverted_residual"],
+)
+def test_blocks_with_several_modes_have_one_example_per_mode(name: str) -> None:
+    examples = block_examples(get_block(name))
+    assert len(examples) >= 2
+    names = [ex.name for ex in examples]
+    assert all(names) and len(set(names)) == len(names)

@@ -20,6 +20,7 @@ from .init import InitPolicy, InitRule, initialize, materialize
 from .network import Network, build, infer_shapes
 from .registry import (
     Example,
+    add_loader,
     create_model,
     get_block,
     list_blocks,
@@ -30,6 +31,15 @@ from .registry import (
 from .spec import InputSpec, NetworkSpec, NodeSpec, load_spec, save_spec, spec_hash
 
 __version__ = "0.1.0"
+
+
+def _load_library() -> None:
+    """Import the layers and models so their blocks and models are registered."""
+    import_module("netarchitect.layers")
+    import_module("netarchitect.models")
+
+
+add_loader(_load_library)
 
 # Names served lazily from subpackages (keeps `import netarchitect` light).
 _LAZY = {
@@ -79,7 +89,17 @@ __all__ = [  # noqa: PLE0604 (*_LAZY adds the lazily imported names: strings)
 ]
 
 
+#: Subpackages reachable as attributes (``na.analysis.count_flops``), imported on first use.
+_SUBPACKAGES = ("analysis", "generation", "interop", "layers", "models", "search", "testing")
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(import_module(_LAZY[name]), name)
+    if name in _SUBPACKAGES:
+        return import_module(f"netarchitect.{name}")
     raise AttributeError(f"module 'netarchitect' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, *_SUBPACKAGES})

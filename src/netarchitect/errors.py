@@ -6,7 +6,9 @@ turns them into one line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "BudgetError",
@@ -16,7 +18,16 @@ __all__ = [
     "ShapeError",
     "SpecError",
     "UnknownLayerError",
+    "suggest",
 ]
+
+
+def suggest(name: str, candidates: Iterable[str] | Any, n: int = 3) -> str:
+    """Return ``" (did you mean 'a', 'b'?)"`` for the closest candidates, or ``""``."""
+    close = difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)
+    if not close:
+        return ""
+    return " (did you mean " + ", ".join(repr(c) for c in close) + "?)"
 
 
 class NetArchitectError(Exception):

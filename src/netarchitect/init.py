@@ -33,8 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .errors import NetArchitectError, SpecError
-from .registry import suggest
+from .errors import NetArchitectError, SpecError, suggest
 
 __all__ = [
     "INITIALIZERS",

@@ -26,9 +26,9 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ._probe import NodeInfo, construct, merge_tensors, node_arguments
-from .errors import BudgetError, ShapeError, SpecError
+from .errors import BudgetError, ShapeError, SpecError, suggest
 from .layers.kv_cache import ModelCache
-from .registry import get_network_class, suggest
+from .registry import get_network_class
 from .spec import NetworkSpec, load_spec
 from .spec_checks import topological_order
 
@@ -40,6 +40,7 @@ __all__ = [
     "infer_shapes",
     "merge_tensors",
     "raise_problems",
+    "sample_inputs",
 ]
 
 SpecSource = NetworkSpec | Mapping[str, Any] | str | Path
@@ -62,6 +63,26 @@ def infer_shapes(spec: SpecSource, *, dtype: torch.dtype | None = None) -> dict[
     shapes = {i.name: tuple(i.shape) for i in spec.inputs}
     shapes.update({k: v.shape for k, v in result.infos.items()})
     return shapes
+
+
+def sample_inputs(
+    spec: SpecSource, batch: int = 2, *, seed: int = 0, device: torch.device | str = "cpu"
+) -> tuple[Tensor, ...]:
+    """Random inputs of the declared shapes and dtypes: floats ``N(0, 1)``, integers in
+    ``{0, 1}`` (valid token ids for any vocabulary of two or more), booleans."""
+    from ._probe import DTYPES
+
+    spec = load_spec(spec)
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for inp in spec.inputs:
+        shape, dtype = (batch, *inp.shape), DTYPES[inp.dtype]
+        if dtype.is_floating_point:
+            x = torch.randn(shape, generator=g).to(dtype)
+        else:
+            x = torch.randint(0, 2, shape, generator=g).to(dtype)
+        out.append(x.to(device))
+    return tuple(out)
 
 
 def available_memory() -> int:

@@ -7,7 +7,6 @@ unknown name raises :class:`RegistryError` suggesting the closest names.
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,10 +15,12 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from .errors import RegistryError
+from .errors import RegistryError, suggest
 
 __all__ = [
     "Example",
+    "add_loader",
+    "block_examples",
     "create_model",
     "get_block",
     "get_model_builder",
@@ -49,26 +50,34 @@ class Example:
     """A small, valid instance of a block or model for tests and the conformance sweep.
 
     ``kwargs`` are constructor (or builder) arguments, ``inputs`` the positional
-    forward inputs, ``skip`` maps a conformance check name to the reason it does
-    not apply (``{"batch_independence": "routing capacity couples samples"}``).
+    forward inputs, ``forward_kwargs`` keyword arguments of the forward (a mode:
+    ``{"is_causal": True}``), ``skip`` maps a conformance check name to the reason it does
+    not apply (``{"batch_independence": "routing capacity couples samples"}``), ``name``
+    labels the mode among a block's :func:`block_examples`.
     """
 
     kwargs: dict[str, Any]
     inputs: tuple[Any, ...]
     skip: dict[str, str] = field(default_factory=dict)
+    forward_kwargs: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
 
 
-def suggest(name: str, candidates: list[str] | Any, n: int = 3) -> str:
-    """Return ``" (did you mean 'a', 'b'?)"`` for the closest candidates, or ``""``."""
-    close = difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)
-    if not close:
-        return ""
-    return " (did you mean " + ", ".join(repr(c) for c in close) + "?)"
+_LOADERS: list[Callable[[], None]] = []
+
+
+def add_loader(load: Callable[[], None]) -> None:
+    """Run ``load`` (which imports the modules that register things) before the first lookup.
+
+    The package registers the import of its layers and models here, so this module stays
+    a set of plain tables that imports nothing of the library.
+    """
+    _LOADERS.append(load)
 
 
 def _ensure_loaded() -> None:
-    # Importing the library registers its blocks and models.
-    from . import layers, models  # noqa: F401
+    while _LOADERS:
+        _LOADERS.pop(0)()
 
 
 def register_block(
@@ -170,6 +179,15 @@ def get_model_builder(name: str) -> Callable[..., nn.Module]:
         return _MODELS[name]
     except KeyError:
         raise RegistryError(f"unknown model {name!r}{suggest(name, _MODELS)}") from None
+
+
+def block_examples(cls: type[nn.Module]) -> list[Example]:
+    """The small instances of a block: its own ``examples()`` (one per mode, as PyTorch's
+    ``ModuleInfo`` gives several inputs per module), else ``[example()]``. A subclass does
+    not inherit its parent's modes (their arguments need not fit it)."""
+    if "examples" in vars(cls):
+        return list(cls.examples())  # type: ignore[attr-defined]
+    return [cls.example()]  # type: ignore[attr-defined]
 
 
 def model_example(name: str) -> Example | None:

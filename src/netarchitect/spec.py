@@ -304,7 +304,7 @@ def _parse_inputs(raw: Any, problems: list[Problem]) -> list[InputSpec]:
             continue
         dtype = body.get("dtype", "float32")
         if dtype not in DTYPES:
-            from .registry import suggest
+            from .errors import suggest
 
             problems.append(Problem(f"{path}.dtype", f"unknown dtype {dtype!r}{suggest(str(dtype), DTYPES)}"))
             continue
@@ -319,7 +319,7 @@ def _parse_node(i: int, raw: Any, previous: str | None, problems: list[Problem])
         return None
     unknown = set(raw) - _NODE_KEYS
     if unknown:
-        from .registry import suggest
+        from .errors import suggest
 
         hints = "".join(suggest(str(k), _NODE_KEYS) for k in sorted(unknown, key=str))
         problems.append(Problem(path, f"unknown key(s) {sorted(map(str, unknown))}{hints}"))
@@ -344,7 +344,7 @@ def _parse_node(i: int, raw: Any, previous: str | None, problems: list[Problem])
         ok = False
     merge = raw.get("merge")
     if merge is not None and merge not in MERGES:
-        from .registry import suggest
+        from .errors import suggest
 
         problems.append(Problem(f"{path}.merge", f"unknown merge {merge!r}{suggest(str(merge), MERGES)}; use one of {', '.join(MERGES)}"))
         merge = "add"  # keep the node so the rest of the spec is still checked

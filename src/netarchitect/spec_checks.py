@@ -13,8 +13,8 @@ from typing import Any
 
 from torch import nn
 
-from .errors import Problem, RegistryError
-from .registry import get_block, list_blocks, suggest
+from .errors import Problem, RegistryError, suggest
+from .registry import get_block, list_blocks
 from .spec import NetworkSpec
 
 __all__ = [

@@ -15,8 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import SpecError, UnknownLayerError
-from ..registry import suggest
+from ..errors import SpecError, UnknownLayerError, suggest
 
 __all__ = [
     "LayerType",

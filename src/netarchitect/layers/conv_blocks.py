@@ -107,7 +107,19 @@ class ConvNormAct(nn.Module):
     @classmethod
     def example(cls) -> Example:
         kwargs = {"in_channels": 3, "out_channels": 8, "stride": 2}
-        return Example(kwargs, (example_tensor(2, 3, 8, 8),))
+        return Example(kwargs, (example_tensor(2, 3, 8, 8),), name="stride2")
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        """Strided, grouped + dilated, and depthwise (groups = channels) convolutions."""
+        x = example_tensor(2, 8, 9, 9)
+        return [
+            cls.example(),
+            Example({"in_channels": 8, "out_channels": 12, "groups": 4, "dilation": 2},
+                    (x,), name="grouped_dilated"),
+            Example({"in_channels": 8, "out_channels": 8, "groups": 8, "kernel_size": 5,
+                     "act_layer": "silu"}, (x,), name="depthwise"),
+        ]
 
 
 def _se_module(
@@ -302,7 +314,13 @@ class InvertedResidual(_SkipBlock):
     def example(cls) -> Example:
         kwargs = {"in_channels": 8, "out_channels": 8, "expand_ratio": 2, "se_ratio": 0.25}
         kwargs["act_layer"] = "silu"  # EfficientNet's MBConv
-        return Example(kwargs, (example_tensor(2, 8, 6, 6),))
+        return Example(kwargs, (example_tensor(2, 8, 6, 6),), name="mbconv_se")
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        """EfficientNet's MBConv with SE, and a strided block that widens (no skip)."""
+        strided = {"in_channels": 8, "out_channels": 16, "expand_ratio": 4, "stride": 2}
+        return [cls.example(), Example(strided, (example_tensor(2, 8, 7, 7),), name="stride2")]
 
 
 @register_block("fused_mbconv")
@@ -560,7 +578,13 @@ class Bottleneck(_ResNetBlock):
     @classmethod
     def example(cls) -> Example:
         kwargs = {"in_channels": 8, "out_channels": 16, "stride": 2, "groups": 2}
-        return Example(kwargs, (example_tensor(2, 8, 6, 6),))
+        return Example(kwargs, (example_tensor(2, 8, 6, 6),), name="stride2_groups")
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        """Strided grouped projection block, and an identity-shortcut ResNeXt block."""
+        resnext = {"in_channels": 32, "out_channels": 32, "groups": 4, "base_width": 16}
+        return [cls.example(), Example(resnext, (example_tensor(2, 32, 5, 5),), name="resnext")]
 
 
 @register_block("convnext_block")

@@ -125,7 +125,21 @@ class MoEFeedForward(nn.Module):
     def example(cls) -> Example:
         kwargs = {"dim": 8, "num_experts": 4, "top_k": 2, "capacity_factor": 1.0, "hidden_dim": 8}
         skip = {"batch_independence": "samples share each expert's token capacity"}
-        return Example(kwargs, (example_tensor(2, 5, 8),), skip=skip)
+        return Example(kwargs, (example_tensor(2, 5, 8),), skip=skip, name="capacity")
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        """Top-2 routing with a binding capacity; Switch-style top-1 without a capacity
+        (then samples are independent); SwiGLU experts with raw (unnormalised) gates."""
+        x = example_tensor(2, 5, 8)
+        return [
+            cls.example(),
+            Example({"dim": 8, "num_experts": 2, "top_k": 1, "capacity_factor": None,
+                     "hidden_dim": 8}, (x,), name="switch_top1"),
+            Example({"dim": 8, "num_experts": 3, "top_k": 2, "capacity_factor": None,
+                     "expert_layer": "swiglu", "hidden_dim": 8, "normalize_gates": False},
+                    (x,), name="swiglu_raw_gates"),
+        ]
 
     def __getstate__(self) -> dict:
         """Copies and pickles keep the last loss as a value, not its autograd graph."""

@@ -15,8 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import SpecError
-from ..registry import suggest
+from ..errors import SpecError, suggest
 
 __all__ = [
     "ROPE_SCALING_KEYS",

@@ -136,7 +136,22 @@ class TransformerBlock(nn.Module):
     @classmethod
     def example(cls) -> Example:
         kwargs = {"dim": 16, "num_heads": 2, "mlp_ratio": 2.0, "mlp_layer": "swiglu", "pos": "rope"}
-        return Example(kwargs, (example_tensor(2, 5, 16),))
+        return Example(kwargs, (example_tensor(2, 5, 16),), name="pre_swiglu_rope")
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        """Pre-norm encoder layer, causal GQA decoder layer, post-norm with layerscale, and a
+        decoder layer with cross-attention over a context."""
+        x, ctx = example_tensor(2, 5, 16), example_tensor(2, 6, 8, seed=1)
+        return [
+            cls.example(),
+            Example({"dim": 16, "num_heads": 4, "num_kv_heads": 2, "causal": True,
+                     "mlp_layer": "swiglu", "hidden_dim": 24}, (x,), name="causal_gqa"),
+            Example({"dim": 16, "num_heads": 2, "norm": "post", "layerscale": 0.1}, (x,),
+                    name="post_layerscale"),
+            Example({"dim": 16, "num_heads": 2, "cross_attention": True, "context_dim": 8,
+                     "causal": True}, (x, ctx), name="decoder_cross"),
+        ]
 
     def new_cache(self, max_length: int | None = None) -> KVCache | EncoderDecoderCache:
         """An empty cache for incremental decoding (with the context's part when this block

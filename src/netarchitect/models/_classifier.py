@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import Problem, SpecError
+from ..errors import Problem, SpecError, suggest
 from ..init import materialize
 from ..network import Network, NodeInfo
-from ..registry import get_block, register_network_kind, suggest
+from ..registry import get_block, register_network_kind
 from ..spec import NetworkSpec, load_spec
 
 __all__ = ["ClassifierNetwork"]

@@ -24,11 +24,11 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..errors import Problem, SpecError
+from ..errors import Problem, SpecError, suggest
 from ..layers._factory import LayerType
 from ..layers.moe import moe_aux_loss
 from ..network import Network
-from ..registry import get_block, register_network_kind, suggest
+from ..registry import get_block, register_network_kind
 from ..spec import NetworkSpec
 
 __all__ = [

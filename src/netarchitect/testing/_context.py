@@ -27,7 +27,13 @@ class CheckContext:
     """The module (or its factory), the example inputs and the tolerances of one run."""
 
     def __init__(
-        self, module_or_factory: Any, example_inputs: Any, *, atol: float, rtol: float
+        self,
+        module_or_factory: Any,
+        example_inputs: Any,
+        *,
+        atol: float,
+        rtol: float,
+        forward_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if isinstance(module_or_factory, nn.Module):
             self.instance, self.factory = module_or_factory, None
@@ -39,6 +45,7 @@ class CheckContext:
                 f"got {type(module_or_factory).__name__}"
             )
         self.inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+        self.forward_kwargs = dict(forward_kwargs or {})
         self.atol, self.rtol = atol, rtol
         tensors = [x for x in self.inputs if isinstance(x, Tensor)]
         self.device = tensors[0].device if tensors else torch.device("cpu")
@@ -80,14 +87,15 @@ class CheckContext:
         seed: int | None = 0,
         grad: bool = False,
     ) -> Any:
-        """``module(*inputs)`` with autograd on only if ``grad``, under ``torch.manual_seed(seed)``
-        (the global RNG is restored afterwards); ``seed=None`` leaves the RNG alone."""
+        """``module(*inputs, **forward_kwargs)`` with autograd on only if ``grad``, under
+        ``torch.manual_seed(seed)`` (the global RNG is restored afterwards); ``seed=None``
+        leaves the RNG alone."""
         inputs = self.map_inputs() if inputs is None else inputs
         with torch.set_grad_enabled(grad):
             if seed is None:
-                return module(*inputs)
+                return module(*inputs, **self.forward_kwargs)
             with seeded(seed):
-                return module(*inputs)
+                return module(*inputs, **self.forward_kwargs)
 
     def forward(self, module: nn.Module, inputs: tuple[Any, ...] | None = None, **kw: Any) -> Named:
         """Named output tensors of :meth:`call`."""

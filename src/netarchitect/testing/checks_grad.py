@@ -97,7 +97,7 @@ def gradcheck(ctx: CheckContext) -> None:
         for i, value in zip(slots, values[len(params) :]):
             inputs[i] = value
         state = {**buffers, **dict(zip(params, values))}
-        out = named_tensors(functional_call(module, state, tuple(inputs)))
+        out = named_tensors(functional_call(module, state, tuple(inputs), ctx.forward_kwargs))
         return tuple(t for _, t in out if t.is_floating_point())
 
     try:

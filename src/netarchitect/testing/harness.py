@@ -46,6 +46,7 @@ def check_module(
     skip: Mapping[str, str] | None = None,
     slow: bool = False,
     raise_on_failure: bool = True,
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> ConformanceReport:
     """Run the conformance checks over a module and return the report.
 
@@ -55,6 +56,8 @@ def check_module(
             built under ``torch.manual_seed``. Checks that need a factory (``meta``,
             ``state_dict_roundtrip``) are skipped for an instance, which is never modified.
         example_inputs: a tensor or a tuple of positional inputs (non-tensors passed through).
+        forward_kwargs: keyword arguments of every forward call (``is_causal=True``); keep
+            them free of per-sample tensors (batch independence slices only the inputs).
         checks: names to run (see :func:`available_checks`); default: every fast check, plus
             ``compile`` and ``gradcheck`` when ``slow``.
         atol, rtol: tolerances of exact-math comparisons (batch independence, checkpointing).
@@ -69,7 +72,9 @@ def check_module(
     selected = select_checks(checks, slow)
     skip = dict(skip or {})
     validate_names(skip, "skip")
-    ctx = CheckContext(module_or_factory, example_inputs, atol=atol, rtol=rtol)
+    ctx = CheckContext(
+        module_or_factory, example_inputs, atol=atol, rtol=rtol, forward_kwargs=dict(forward_kwargs or {})
+    )
     report = ConformanceReport(ctx.subject, [_run(c, ctx, skip) for c in selected])
     if raise_on_failure:
         report.raise_for_failures()
