@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: demo test install install-dev bench lint clean
+.PHONY: demo test install install-dev bench lint fuzz clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ test: install-dev
 
 bench: install-dev
 	$(PY) -m benchmarks.run_all $(BENCH)
+
+fuzz: install-dev
+	$(PY) -m netarchitect.testing.fuzz --cases $(or $(CASES),10000)
 
 lint: install-dev
 	$(VENV)/bin/ruff check src tests benchmarks examples

@@ -29,20 +29,40 @@ def test_blocks_and_models(capsys):
 
 
 def test_build_summary_table(capsys, repo_root):
-    code, out, _ = run(["build", str(repo_root / "examples/specs/residual_mlp.yaml"), "--summary"], capsys)
+    code, out, _ = run(
+        ["build", str(repo_root / "examples/specs/residual_mlp.yaml"), "--summary"], capsys
+    )
     assert code == 0
     assert "res1" in out and "(B, 64)" in out and "(B, 10)" in out
     assert "8,320" in out  # fc1a: 64*128 + 128
-    code, meta_out, _ = run(["build", str(repo_root / "examples/specs/residual_mlp.yaml"), "--meta"], capsys)
+    code, meta_out, _ = run(
+        ["build", str(repo_root / "examples/specs/residual_mlp.yaml"), "--meta"], capsys
+    )
     assert code == 0 and "8,320" in meta_out
 
 
 def test_build_saves_weights(capsys, repo_root, tmp_path):
     target = tmp_path / "w.safetensors"
-    code, _, _ = run(["build", str(repo_root / "examples/specs/highway_mlp.yaml"), "--save-weights", str(target)], capsys)
+    code, _, _ = run(
+        [
+            "build",
+            str(repo_root / "examples/specs/highway_mlp.yaml"),
+            "--save-weights",
+            str(target),
+        ],
+        capsys,
+    )
     assert code == 0 and target.is_file()
-    code, _, err = run(["build", str(repo_root / "examples/specs/highway_mlp.yaml"), "--meta", "--save-weights",
-                        str(tmp_path / "x.safetensors")], capsys)
+    code, _, err = run(
+        [
+            "build",
+            str(repo_root / "examples/specs/highway_mlp.yaml"),
+            "--meta",
+            "--save-weights",
+            str(tmp_path / "x.safetensors"),
+        ],
+        capsys,
+    )
     assert code == 2 and "drop --meta" in err
     assert not (tmp_path / "x.safetensors").exists()
 
@@ -67,21 +87,73 @@ def test_validate_ok_and_broken(capsys, repo_root, tmp_path):
 
 def test_validate_shape_problem(capsys, tmp_path):
     path = tmp_path / "s.yaml"
-    path.write_text("inputs: {x: [4]}\nnodes:\n  - {id: a, block: linear, params: {out_features: 3}}\n"
-                    "  - {id: b, block: identity, inputs: [a, x], merge: add}\n")
+    path.write_text(
+        "inputs: {x: [4]}\nnodes:\n  - {id: a, block: linear, params: {out_features: 3}}\n"
+        "  - {id: b, block: identity, inputs: [a, x], merge: add}\n"
+    )
     code, _, err = run(["validate", str(path)], capsys)
     assert code == 2 and "nodes[1].merge: add of incompatible shapes" in err
 
 
 def test_missing_command_and_file(capsys, tmp_path):
-    assert main([]) == 2
+    code, out, err = run([], capsys)
+    assert code == 2 and out == ""
+    assert err == (
+        "error: netarchitect: a command is required: blocks, models, validate, build, inspect, "
+        "doctor, design, report (netarchitect --help describes them)\n"
+    )
     code, _, err = run(["validate", str(tmp_path / "none.yaml")], capsys)
     assert code == 2 and "does not exist" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (
+            ["valdate"],
+            "error: netarchitect: argument COMMAND: invalid choice: 'valdate' (choose from ",
+        ),
+        (["build"], "error: netarchitect build: the following arguments are required: spec"),
+        (["models", "a", "b"], "error: netarchitect: unrecognized arguments: b"),
+        (
+            ["build", "{spec}", "--seed", "-2"],
+            "error: netarchitect build: argument --seed: seed -2 is outside [0, 2**63)",
+        ),
+    ],
+)
+def test_usage_errors_are_one_line(capsys, repo_root, argv, line):
+    spec = str(repo_root / "examples/specs/residual_mlp.yaml")
+    code, out, err = run([a.replace("{spec}", spec) for a in argv], capsys)
+    assert code == 2 and out == "" and err.startswith(line) and err.count("\n") == 1
+
+
+def test_help_still_prints_usage(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["build", "--help"])
+    assert info.value.code == 0 and "--save-weights" in capsys.readouterr().out
+
+
+def test_build_seed_and_weights_round_trip(capsys, repo_root, tmp_path):
+    target = tmp_path / "w.safetensors"
+    spec = str(repo_root / "examples/specs/residual_mlp.yaml")
+    assert run(["build", spec, "--seed", "7", "--save-weights", str(target)], capsys)[0] == 0
+    import netarchitect as na
+    from netarchitect.weights import load_weights
+
+    model = load_weights(na.build(spec, seed=0), target)
+    reference = na.build(spec, seed=7)
+    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
+        assert a.equal(b)
 
 
 def test_subprocess_exit_code_and_no_traceback(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("nodes: [\n")
-    proc = subprocess.run([sys.executable, "-m", "netarchitect", "validate", str(path)], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "netarchitect", "validate", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr

@@ -155,7 +155,7 @@ def test_shape_errors_name_the_node():
 def test_block_rejecting_input_is_a_shape_error():
     spec = {"inputs": {"img": [3, 8, 8]}, "nodes": [
         {"id": "l", "block": "linear", "params": {"in_features": 5, "out_features": 2}}]}
-    with pytest.raises(ShapeError, match=r"nodes\[0\]: block 'linear' cannot take input of shape \(3, 8, 8\)"):
+    with pytest.raises(ShapeError, match=r"nodes\[0\]: block 'linear' cannot take input \(3, 8, 8\) float32"):
         na.build(spec)
 
 
@@ -182,10 +182,10 @@ def test_concat_shape_rules():
 
 
 def test_absurd_size_rejected_before_allocation():
-    spec = _spec([_node("huge", "linear", ["x"], in_features=8, out_features=1 << 40)], ["huge"])
+    spec = _spec([_node("huge", "linear", ["x"], in_features=8, out_features=1 << 30)], ["huge"])
     model = na.build(spec, device="meta")  # analysing on meta is fine
     assert model.nodes["huge"].weight.is_meta
-    with pytest.raises(BudgetError, match=r"needs .* GiB of weights"):
+    with pytest.raises(BudgetError, match=r"needs 36.00 GiB of weights, more than the .* GiB available"):
         na.build(spec)
     small = _spec([_node("a", "linear", ["x"], out_features=4)], ["a"])
     with pytest.raises(BudgetError):

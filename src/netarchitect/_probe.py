@@ -10,12 +10,14 @@ refuses (:class:`~netarchitect.errors.SpecError`), inputs of the wrong shape
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .errors import NetArchitectError, Problem
 from .registry import get_block
@@ -39,6 +41,8 @@ PROBE_BATCH = 2  # >1 so batch-statistics layers accept the probe
 _ARGUMENT_ERRORS = (NetArchitectError, ValueError, TypeError)
 #: Errors a forward raises for inputs it cannot take (shape or dtype mismatches).
 _INPUT_ERRORS = (NetArchitectError, ValueError, IndexError, RuntimeError)
+#: What torch says when a block makes a tensor of a size it was given but did not check.
+_SIZE_ERROR = re.compile(r"negative dimension|overflow|numel|Storage size|cannot be converted")
 
 
 @dataclass(frozen=True)
@@ -133,11 +137,98 @@ def merge_problem(shapes: list[tuple[int, ...]], merge: str | None, dim: int) ->
         if len(rest) > 1:
             return f"concat along dim {dim} needs equal other dims, got {shapes}"
         return None
+    if len({len(s) for s in shapes}) > 1:  # the batch dimension would broadcast too
+        return f"{merge} of inputs with different ranks {shapes}"
     try:
-        torch.broadcast_shapes(*[(1, *s) for s in shapes])
+        torch.broadcast_shapes(*shapes)
     except RuntimeError:
         return f"{merge} of incompatible shapes {shapes}"
     return None
+
+
+_aten = torch.ops.aten
+#: Operators whose CPU kernels exist for floating-point inputs only.
+_FLOAT_ONLY = frozenset({
+    _aten.gelu, _aten.silu, _aten.mish, _aten.elu, _aten.leaky_relu, _aten.hardswish,
+    _aten.hardsigmoid, _aten.softplus, _aten.glu, _aten._softmax, _aten._log_softmax,
+    _aten.native_layer_norm, _aten.native_group_norm, _aten.native_batch_norm,
+    _aten._native_batch_norm_legit, _aten._native_batch_norm_legit_no_training,
+    _aten._native_batch_norm_legit_functional, _aten._fused_rms_norm, _aten.mean, _aten.var,
+    _aten.var_mean, _aten.std, _aten.std_mean, _aten.native_dropout, _aten.bernoulli_,
+    _aten._prelu_kernel, _aten.upsample_nearest1d, _aten.upsample_nearest2d,
+    _aten.upsample_nearest3d, _aten.upsample_bilinear2d, _aten.upsample_linear1d,
+    _aten.adaptive_max_pool2d, _aten._adaptive_avg_pool2d, _aten.adaptive_avg_pool2d,
+    _aten._adaptive_avg_pool3d, _aten.avg_pool3d,
+})
+#: Operators whose CPU kernels need every tensor argument in one dtype.
+_SAME_DTYPE = frozenset({
+    _aten.mm, _aten.addmm, _aten.bmm, _aten.baddbmm, _aten.addmv, _aten.mv, _aten.dot,
+    _aten.convolution, _aten._convolution,
+})
+#: Normalisations: parameters in the input's dtype, or float32 for a 16-bit input.
+_NORMS = frozenset({
+    _aten.native_layer_norm, _aten.native_group_norm, _aten.native_batch_norm,
+    _aten._native_batch_norm_legit, _aten._native_batch_norm_legit_no_training,
+    _aten._native_batch_norm_legit_functional,
+})
+#: Operators whose CPU kernels refuse inputs of some non-float dtypes.
+_BOOL = frozenset({torch.bool})
+_REFUSED: dict[Any, frozenset[torch.dtype]] = {
+    **dict.fromkeys(
+        (_aten.relu, _aten.abs, _aten.neg, _aten.sub, _aten.rsub, _aten.sign,
+         _aten.max_pool2d_with_indices, _aten.max_pool2d, _aten.max_pool1d), _BOOL
+    ),
+    **dict.fromkeys(
+        (_aten.avg_pool2d, _aten.avg_pool1d),
+        frozenset({torch.bool, torch.int32, torch.int16, torch.int8, torch.uint8}),
+    ),
+}
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def cpu_dtype_problem(op: Any, tensors: list[Tensor]) -> str | None:
+    """Why the CPU kernel of ``op`` would refuse ``tensors``' dtypes, or ``None``."""
+    if not tensors:
+        return None
+    first = tensors[0].dtype
+    if op in _FLOAT_ONLY and not tensors[0].is_floating_point():
+        return f"{op.__name__} is not implemented for {first} inputs (floating point only)"
+    if first in _REFUSED.get(op, ()):
+        return f"{op.__name__} is not implemented for {first} inputs"
+    if op in _SAME_DTYPE and len({t.dtype for t in tensors}) > 1:
+        dtypes = ", ".join(sorted(str(t.dtype) for t in tensors))
+        return f"{op.__name__} needs one dtype for all its tensors, got {dtypes}"
+    if op in _NORMS:
+        for t in tensors[1:]:
+            if t.is_floating_point() and t.dtype != first and not (
+                first in _HALF and t.dtype == torch.float32
+            ):
+                return f"{op.__name__} of a {first} input needs {first} parameters, got {t.dtype}"
+    return None
+
+
+_CHECKED = _FLOAT_ONLY | _SAME_DTYPE | _NORMS | frozenset(_REFUSED)  # + convolution shapes
+
+
+class CpuKernelRules(TorchDispatchMode):
+    """Meta kernels skip most dtype checks (``linear`` of int64 ids and float weights runs on
+    meta) and the channel check of transposed convolutions; this mode applies the CPU
+    kernels' rules during the probe, so a spec that cannot run is refused at build time
+    instead of in its first forward."""
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        op = func.overloadpacket
+        if op in _CHECKED:
+            tensors = [a for a in (*args, *(kwargs or {}).values()) if isinstance(a, Tensor)]
+            why = cpu_dtype_problem(op, tensors)
+            if why:
+                raise RuntimeError(why)
+        if op is _aten.convolution and args[6]:  # meta skips the channel check of transposed
+            x, weight = args[0], args[1]
+            if x.dim() > 1 and x.shape[1] != weight.shape[0]:
+                raise RuntimeError(f"transposed convolution of weight {tuple(weight.shape)} "
+                                   f"expects {weight.shape[0]} input channels, got {x.shape[1]}")
+        return func(*args, **(kwargs or {}))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -152,13 +243,20 @@ def _noted(exc: BaseException, note: str) -> BaseException:
 
 
 def _arity_problem(module: nn.Module, args: Sequence[Tensor]) -> str | None:
-    """Why ``module.forward`` cannot take ``len(args)`` positional inputs, or ``None``."""
+    """Why ``module.forward`` cannot take the ``args`` tensors as positional inputs, or
+    ``None``: the call must bind, and the parameters they land in must be tensors (by
+    annotation; unannotated ones are assumed to be)."""
     try:
-        inspect.signature(module.forward).bind(*args)
+        signature = inspect.signature(module.forward)
+        bound = signature.bind(*args)
     except TypeError:
         return f"takes a different number of inputs than the {len(args)} given (merge: args)"
     except ValueError:  # pragma: no cover - forward without a signature
         return None
+    for name in bound.arguments:
+        annotation = signature.parameters[name].annotation
+        if annotation is not inspect.Parameter.empty and "Tensor" not in str(annotation):
+            return f"takes {name!r} ({annotation}) where merge: args passes a tensor"
     return None
 
 
@@ -200,13 +298,15 @@ def construct(spec: NetworkSpec, dtype: torch.dtype | None) -> Construction:
         fill_channel_arg(cls, params, tuple(args[0].shape[1:]))
         try:
             module = cls(**params, device="meta", dtype=dtype)
-        except _ARGUMENT_ERRORS as exc:
+        except Exception as exc:  # noqa: BLE001 (sorted into user errors and bugs)
+            if not isinstance(exc, _ARGUMENT_ERRORS) and not (
+                isinstance(exc, RuntimeError) and _SIZE_ERROR.search(str(exc))
+            ):
+                raise _noted(exc, f"(internal error building nodes[{i}] {node.id!r}: {node.block})")
             result.argument_problems.append(
                 Problem(f"nodes[{i}].params", f"block {node.block!r}: {_first_line(exc)}")
             )
             continue
-        except Exception as exc:  # noqa: BLE001 (re-raised with the node named)
-            raise _noted(exc, f"(internal error building nodes[{i}] {node.id!r}: {node.block})")
         arity = _arity_problem(module, args) if node.merge == "args" else None
         if arity:
             result.shape_problems.append(Problem(f"nodes[{i}].merge", f"block {node.block!r} {arity}"))
@@ -226,15 +326,20 @@ def _probe(
 ) -> Tensor | None:
     """Run ``module`` on the meta ``args``; ``None`` (and a problem) if it cannot take them."""
     module.eval()
-    shapes = ", ".join(str(tuple(a.shape[1:])) for a in args)
+    shapes = ", ".join(f"{tuple(a.shape[1:])} {str(a.dtype).removeprefix('torch.')}" for a in args)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), CpuKernelRules():
             y = module(*args)
     except NotImplementedError as exc:
-        raise _noted(exc, f"(internal error probing nodes[{i}]: {block})")
+        if "Meta" in str(exc):  # a missing meta kernel, not the user's input
+            raise _noted(exc, f"(internal error probing nodes[{i}]: {block})")
+        result.shape_problems.append(
+            Problem(f"nodes[{i}]", f"block {block!r} cannot take input {shapes}: {_first_line(exc)}")
+        )
+        return None
     except _INPUT_ERRORS as exc:
         result.shape_problems.append(
-            Problem(f"nodes[{i}]", f"block {block!r} cannot take input of shape {shapes}: "
+            Problem(f"nodes[{i}]", f"block {block!r} cannot take input {shapes}: "
                                    f"{_first_line(exc)}")
         )
         return None

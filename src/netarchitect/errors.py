@@ -23,8 +23,13 @@ __all__ = [
 
 
 def suggest(name: str, candidates: Iterable[str] | Any, n: int = 3) -> str:
-    """Return ``" (did you mean 'a', 'b'?)"`` for the closest candidates, or ``""``."""
-    close = difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)
+    """Return ``" (did you mean 'a', 'b'?)"`` for the closest candidates, or ``""``.
+
+    Names longer than 100 characters get no suggestion (matching them costs quadratic time).
+    """
+    if not isinstance(name, str) or len(name) > 100:
+        return ""
+    close = difflib.get_close_matches(name, [c for c in candidates if len(str(c)) <= 100], n=n, cutoff=0.5)
     if not close:
         return ""
     return " (did you mean " + ", ".join(repr(c) for c in close) + "?)"

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import inspect
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +82,47 @@ INITIALIZERS: dict[str, Callable[..., Tensor]] = {
 }
 
 
+_NONLINEARITIES = (
+    "linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+    "conv_transpose3d", "sigmoid", "tanh", "relu", "leaky_relu", "selu",
+)
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise SpecError(f"{name}={value!r} must be a finite number")
+    if abs(value) > _FLOAT32_MAX:
+        raise SpecError(f"{name}={value!r} is outside the float32 range")
+    return float(value)
+
+
+def check_init_args(init: str, args: Mapping[str, Any]) -> None:
+    """Raise :class:`SpecError` unless ``args`` are arguments ``init`` accepts, in range."""
+    accepted = [p for p in inspect.signature(INITIALIZERS[init]).parameters if p not in ("t", "g")]
+    unknown = sorted(set(args) - set(accepted))
+    if unknown:
+        raise SpecError(f"{init} takes no argument(s) {unknown}; it takes {accepted or 'none'}")
+    for key, value in args.items():
+        if key == "mode":
+            if value not in ("fan_in", "fan_out"):
+                raise SpecError(f"mode={value!r} must be 'fan_in' or 'fan_out'")
+        elif key == "nonlinearity":
+            if value not in _NONLINEARITIES:
+                raise SpecError(f"nonlinearity={value!r} must be one of {', '.join(_NONLINEARITIES)}")
+        else:
+            _number(key, value)
+    if args.get("std", 0.0) < 0:
+        raise SpecError(f"std={args['std']!r} must be >= 0")
+    if init in ("uniform", "trunc_normal") and "a" in args and "b" in args and args["a"] > args["b"]:
+        raise SpecError(f"a={args['a']!r} must not exceed b={args['b']!r}")
+    if init == "trunc_normal":
+        mean, std = args.get("mean", 0.0), args.get("std", 0.02)
+        lo, hi = args.get("a", mean - 2 * std), args.get("b", mean + 2 * std)
+        if lo > hi:
+            raise SpecError(f"the truncation interval [{lo}, {hi}] is empty")
+
+
 @dataclass(frozen=True)
 class InitRule:
     """Apply initialiser ``init`` to parameters ``params`` (globs) of matching modules.
@@ -101,7 +144,20 @@ class InitRule:
     def __post_init__(self) -> None:
         if self.init != ZERO_LAST and self.init not in INITIALIZERS:
             choices = [*INITIALIZERS, ZERO_LAST]
-            raise SpecError(f"unknown initialiser {self.init!r}{suggest(self.init, choices)}", path="init")
+            raise SpecError(f"unknown initialiser {self.init!r}{suggest(str(self.init), choices)}", path="init")
+        if not isinstance(self.args, Mapping):
+            raise SpecError(f"must be a mapping, got {type(self.args).__name__}", path="args")
+        try:
+            if self.init != ZERO_LAST:
+                check_init_args(self.init, self.args)
+            elif self.args:
+                raise SpecError(f"{ZERO_LAST} takes no arguments")
+        except SpecError as exc:
+            raise SpecError(str(exc), path="args") from None
+        for name in ("modules", "names", "params"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not all(isinstance(v, str | type) for v in value):
+                raise SpecError("must be a list of names", path=name)
         object.__setattr__(self, "modules", tuple(self.modules))
         object.__setattr__(self, "names", tuple(self.names))
         object.__setattr__(self, "params", tuple(self.params))
@@ -116,6 +172,15 @@ class InitRule:
 
     def matches_param(self, name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, pat) for pat in self.params)
+
+
+def _names(field_name: str, value: Any) -> tuple[Any, ...]:
+    """A rule's ``modules``/``names``/``params``: a list (a lone string is one name)."""
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list | tuple):
+        raise SpecError(f"must be a list of names, got {type(value).__name__}", path=field_name)
+    return tuple(value)
 
 
 @dataclass(frozen=True)
@@ -139,11 +204,20 @@ class InitPolicy:
                 raise SpecError("missing 'init' (the initialiser name)", path=f"init[{k}]")
             try:
                 rules.append(InitRule(
-                    init=raw["init"], modules=tuple(raw.get("modules", ())), names=tuple(raw.get("names", ())),
-                    params=tuple(raw.get("params", ("weight",))), args=dict(raw.get("args", {}))))
+                    init=raw["init"], modules=_names("modules", raw.get("modules", ())),
+                    names=_names("names", raw.get("names", ())),
+                    params=_names("params", raw.get("params", ("weight",))), args=raw.get("args", {})))
             except SpecError as exc:
-                raise SpecError(str(exc).split(": ", 1)[-1], path=f"init[{k}].init") from None
+                message = str(exc).split(": ", 1)[-1] if exc.path else str(exc)
+                raise SpecError(message, path=f"init[{k}].{exc.path}" if exc.path else f"init[{k}]") from None
         return cls(tuple(rules))
+
+    def _rule_for(self, path: str, module: nn.Module, pname: str) -> InitRule | None:
+        return next(
+            (r for r in self.rules if r.init != ZERO_LAST and r.matches_module(path, module)
+             and r.matches_param(pname)),
+            None,
+        )
 
     def apply(self, module: nn.Module, seed: int) -> None:
         """Initialise ``module``'s parameters by the rules, each from its own derived seed."""
@@ -152,23 +226,34 @@ class InitPolicy:
                 if rule.init == ZERO_LAST and rule.matches_module(path, sub) and hasattr(sub, "zero_init_last"):
                     sub.zero_init_last()
             for pname, param in sub.named_parameters(recurse=False):
-                rule = next((r for r in self.rules if r.init != ZERO_LAST and r.matches_module(path, sub)
-                             and r.matches_param(pname)), None)
+                rule = self._rule_for(path, sub, pname)
                 if rule is None:
                     continue
                 full = f"{path}.{pname}" if path else pname
                 _init_tensor(param, rule, derive_seed(seed, f"{full}#policy"), full)
 
+    def check(self, module: nn.Module) -> None:
+        """Raise the :class:`SpecError` that :meth:`apply` would, without touching ``module``:
+        each rule runs on a ``meta`` stand-in of every parameter it matches (no memory)."""
+        for path, sub in module.named_modules():
+            for pname, param in sub.named_parameters(recurse=False):
+                rule = self._rule_for(path, sub, pname)
+                if rule is not None:
+                    full = f"{path}.{pname}" if path else pname
+                    stand_in = torch.empty(param.shape, dtype=param.dtype, device="meta")
+                    _init_tensor(stand_in, rule, 0, full)
+
 
 def _init_tensor(param: Tensor, rule: InitRule, seed: int, path: str) -> None:
     g = torch.Generator().manual_seed(seed)
-    target = torch.empty(param.shape, dtype=param.dtype)
+    target = torch.empty(param.shape, dtype=param.dtype, device="meta" if param.is_meta else "cpu")
     try:
         INITIALIZERS[rule.init](target, g, **rule.args)
     except (ValueError, TypeError) as exc:
         raise SpecError(f"{rule.init} cannot initialise {path} of shape {tuple(param.shape)}: {exc}", path="init") from None
-    with torch.no_grad():
-        param.copy_(target)
+    if not param.is_meta:
+        with torch.no_grad():
+            param.copy_(target)
 
 
 POLICIES: dict[str, InitPolicy] = {

@@ -60,16 +60,28 @@ def infer_shapes(spec: SpecSource, *, dtype: torch.dtype | None = None) -> dict[
     spec = load_spec(spec)
     result = construct(spec, dtype)
     raise_problems(result)
+    if spec.init:
+        from .init import InitPolicy
+
+        holder = nn.Module()
+        holder.nodes = nn.ModuleDict(result.modules)
+        InitPolicy.from_config(spec.init).check(holder)
     shapes = {i.name: tuple(i.shape) for i in spec.inputs}
     shapes.update({k: v.shape for k, v in result.infos.items()})
     return shapes
 
 
 def sample_inputs(
-    spec: SpecSource, batch: int = 2, *, seed: int = 0, device: torch.device | str = "cpu"
+    spec: SpecSource,
+    batch: int = 2,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    int_high: int = 2,
 ) -> tuple[Tensor, ...]:
     """Random inputs of the declared shapes and dtypes: floats ``N(0, 1)``, integers in
-    ``{0, 1}`` (valid token ids for any vocabulary of two or more), booleans."""
+    ``[0, int_high)`` (valid token ids for any vocabulary of ``int_high`` or more),
+    booleans."""
     from ._probe import DTYPES
 
     spec = load_spec(spec)
@@ -80,7 +92,7 @@ def sample_inputs(
         if dtype.is_floating_point:
             x = torch.randn(shape, generator=g).to(dtype)
         else:
-            x = torch.randint(0, 2, shape, generator=g).to(dtype)
+            x = torch.randint(0, int_high, shape, generator=g).to(dtype)
         out.append(x.to(device))
     return tuple(out)
 
@@ -104,11 +116,10 @@ def _resolve(root: nn.Module, path: str) -> tuple[nn.Module, str, Any]:
     """``(parent module, attribute name, object)`` of a dotted path under ``root``."""
     parent_path, _, name = path.rpartition(".")
     parent = root.get_submodule(parent_path) if parent_path else root
-    if name in parent._parameters:
-        return parent, name, parent._parameters[name]
-    if name in parent._modules:
-        return parent, name, parent._modules[name]
-    raise AttributeError(f"{path!r} is neither a parameter nor a module")
+    found = parent._parameters.get(name, parent._modules.get(name))
+    if found is None:
+        raise AttributeError(f"{path!r} is neither a parameter nor a module")
+    return parent, name, found
 
 
 def _shapes(obj: Any) -> dict[str, tuple[int, ...]]:
@@ -150,6 +161,8 @@ class Network(nn.Module):
         self.nodes = nn.ModuleDict({nid: result.modules[nid] for nid in self._order})
         self._apply_ties()
         self.grad_checkpointing = False
+        if self.init_policy is not None:
+            self.init_policy.check(self)  # refuse rules that cannot apply, before allocating
         device = torch.device(device) if device is not None else torch.get_default_device()
         if device.type != "meta":
             self._check_size(max_bytes)

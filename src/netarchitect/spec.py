@@ -244,27 +244,57 @@ def spec_hash(spec: NetworkSpec | Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- parsing
 
 
+def read_text_file(path: Path, what: str = "spec file") -> str:
+    """The UTF-8 text of ``path``, or a :class:`SpecError` saying why it cannot be read."""
+    if path.is_dir():
+        raise SpecError(f"{what} {str(path)!r} is a directory")
+    if not path.is_file():
+        raise SpecError(f"{what} {str(path)!r} does not exist")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(f"{what} {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    if b"\x00" in data:
+        raise SpecError(f"{what} {str(path)!r} is binary, not YAML or JSON text")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{what} {str(path)!r} is not UTF-8 text (byte {exc.start})") from None
+
+
 def _read_source(source: str | Path) -> Any:
-    """Parse a path or a YAML/JSON string into plain data."""
-    text: str
+    """Parse a path or a YAML/JSON string into plain data (within :mod:`._yaml`'s bounds)."""
+    from ._yaml import safe_load
+
     where = "spec"
     if isinstance(source, Path) or (
         isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml", ".json"))
     ):
         path = Path(source)
-        if not path.is_file():
-            raise SpecError(f"spec file {str(path)!r} does not exist")
-        text = path.read_text(encoding="utf-8")
+        text = read_text_file(path)
         where = str(path)
     else:
         text = str(source)
-    try:
-        return yaml.safe_load(text)  # YAML is a superset of JSON
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"{where}: malformed YAML/JSON{at}: {problem}") from None
+    return safe_load(text, where)
+
+
+#: Largest size of one dimension, and of one sample, that a declared input may have.
+MAX_DIM = 2**31 - 1
+MAX_SAMPLE_NUMEL = 2**40
+
+
+def shape_problem(shape: tuple[int, ...] | list[int]) -> str | None:
+    """Why a per-sample ``shape`` of positive integers is too large, or ``None``."""
+    if len(shape) > 8:
+        return f"has {len(shape)} dimensions; at most 8 are supported"
+    if any(d > MAX_DIM for d in shape):
+        return f"{_short(list(shape))}: a dimension exceeds {MAX_DIM:,}"
+    numel = 1
+    for d in shape:
+        numel *= d
+    if numel > MAX_SAMPLE_NUMEL:
+        return f"{_short(list(shape))}: {numel:.3g} elements per sample exceeds {MAX_SAMPLE_NUMEL:.3g}"
+    return None
 
 
 def _parse_inputs(raw: Any, problems: list[Problem]) -> list[InputSpec]:
@@ -286,7 +316,7 @@ def _parse_inputs(raw: Any, problems: list[Problem]) -> list[InputSpec]:
     for name, body in items:
         path = f"inputs.{name}"
         if not isinstance(name, str) or not _ID.match(name):
-            problems.append(Problem(path, f"input name {name!r} is not an identifier"))
+            problems.append(Problem(path, f"input name {_short(name)} is not an identifier"))
             continue
         if isinstance(body, list):
             body = {"shape": body}
@@ -300,13 +330,17 @@ def _parse_inputs(raw: Any, problems: list[Problem]) -> list[InputSpec]:
         if not isinstance(shape, list | tuple) or not all(
             isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape
         ):
-            problems.append(Problem(f"{path}.shape", f"must be a list of positive integers, got {shape!r}"))
+            problems.append(Problem(f"{path}.shape", f"must be a list of positive integers, got {_short(shape)}"))
+            continue
+        why = shape_problem(shape)
+        if why:
+            problems.append(Problem(f"{path}.shape", why))
             continue
         dtype = body.get("dtype", "float32")
         if dtype not in DTYPES:
             from .errors import suggest
 
-            problems.append(Problem(f"{path}.dtype", f"unknown dtype {dtype!r}{suggest(str(dtype), DTYPES)}"))
+            problems.append(Problem(f"{path}.dtype", f"unknown dtype {_short(dtype)}{suggest(str(dtype)[:60], DTYPES)}"))
             continue
         out.append(InputSpec(name, tuple(shape), dtype))
     return out
@@ -322,15 +356,15 @@ def _parse_node(i: int, raw: Any, previous: str | None, problems: list[Problem])
         from .errors import suggest
 
         hints = "".join(suggest(str(k), _NODE_KEYS) for k in sorted(unknown, key=str))
-        problems.append(Problem(path, f"unknown key(s) {sorted(map(str, unknown))}{hints}"))
+        problems.append(Problem(path, f"unknown key(s) {_short(sorted(map(str, unknown)))}{hints}"))
     ok = True
     node_id = raw.get("id")
     if not isinstance(node_id, str) or not _ID.match(node_id):
-        problems.append(Problem(f"{path}.id", f"must be an identifier (letters, digits, _), got {node_id!r}"))
+        problems.append(Problem(f"{path}.id", f"must be an identifier (letters, digits, _), got {_short(node_id)}"))
         ok = False
     block = raw.get("block")
     if not isinstance(block, str) or not block:
-        problems.append(Problem(f"{path}.block", f"must be a block name, got {block!r}"))
+        problems.append(Problem(f"{path}.block", f"must be a block name, got {_short(block)}"))
         ok = False
     params = raw.get("params") or {}
     if not isinstance(params, Mapping):
@@ -340,17 +374,17 @@ def _parse_node(i: int, raw: Any, previous: str | None, problems: list[Problem])
     if isinstance(inputs, str):
         inputs = [inputs]
     if not isinstance(inputs, list | tuple) or not inputs or not all(isinstance(s, str) for s in inputs):
-        problems.append(Problem(f"{path}.inputs", f"must be a non-empty list of node or input names, got {inputs!r}"))
+        problems.append(Problem(f"{path}.inputs", f"must be a non-empty list of node or input names, got {_short(inputs)}"))
         ok = False
     merge = raw.get("merge")
     if merge is not None and merge not in MERGES:
         from .errors import suggest
 
-        problems.append(Problem(f"{path}.merge", f"unknown merge {merge!r}{suggest(str(merge), MERGES)}; use one of {', '.join(MERGES)}"))
+        problems.append(Problem(f"{path}.merge", f"unknown merge {_short(merge)}{suggest(str(merge)[:60], MERGES)}; use one of {', '.join(MERGES)}"))
         merge = "add"  # keep the node so the rest of the spec is still checked
     merge_dim = raw.get("merge_dim", 0)
     if not isinstance(merge_dim, int) or isinstance(merge_dim, bool):
-        problems.append(Problem(f"{path}.merge_dim", f"must be an integer, got {merge_dim!r}"))
+        problems.append(Problem(f"{path}.merge_dim", f"must be an integer, got {_short(merge_dim)}"))
         ok = False
     context = _parse_node_context(raw.get("context"), f"{path}.context", problems)
     if not ok or context is None:
@@ -432,10 +466,10 @@ def _parse(data: Any) -> tuple[NetworkSpec | None, list[Problem]]:
         return None, [Problem("", f"a spec must be a mapping, got {type(data).__name__}")]
     unknown = set(data) - _TOP_KEYS
     if unknown:
-        problems.append(Problem("", f"unknown top-level key(s) {sorted(map(str, unknown))}"))
+        problems.append(Problem("", f"unknown top-level key(s) {_short(sorted(map(str, unknown)))}"))
     name = data.get("name", "network")
     if not isinstance(name, str):
-        problems.append(Problem("name", f"must be a string, got {name!r}"))
+        problems.append(Problem("name", f"must be a string, got {_short(name)}"))
         name = "network"
     inputs = _parse_inputs(data.get("inputs"), problems)
     raw_nodes = data.get("nodes")
@@ -457,7 +491,7 @@ def _parse(data: Any) -> tuple[NetworkSpec | None, list[Problem]]:
     if isinstance(outputs, str):
         outputs = [outputs]
     if not isinstance(outputs, list | tuple) or not outputs or not all(isinstance(o, str) for o in outputs):
-        problems.append(Problem("outputs", f"must be a non-empty list of node names, got {outputs!r}"))
+        problems.append(Problem("outputs", f"must be a non-empty list of node names, got {_short(outputs)}"))
         outputs = []
     init = data.get("init", [])
     if not isinstance(init, list) or not all(isinstance(r, Mapping) for r in init):
@@ -482,6 +516,10 @@ def load_spec(source: NetworkSpec | Mapping[str, Any] | str | Path, *, validate:
     if isinstance(source, NetworkSpec):
         spec = source
     else:
+        if isinstance(source, Mapping):
+            from ._yaml import check_data_bounds
+
+            check_data_bounds(source)
         data = source if isinstance(source, Mapping) else _read_source(source)
         parsed, problems = _parse(data)
         if problems:
@@ -517,7 +555,13 @@ def save_spec(spec: NetworkSpec, path: str | Path) -> Path:
 
 def validate_spec(spec: NetworkSpec) -> list[Problem]:
     """Every structural problem of ``spec`` (block names, parameters, references, cycles)."""
-    from .spec_checks import check_blocks, check_graph, check_roles
+    from .spec_checks import check_blocks, check_graph, check_init, check_roles, check_values
 
     graph = check_graph(spec)
-    return graph + check_blocks(spec) + (check_roles(spec) if not graph else [])
+    values = check_values(spec)
+    problems = graph + values + check_blocks(spec)
+    if not values:
+        problems += check_init(spec)
+    if not graph:
+        problems += check_roles(spec)
+    return problems

@@ -7,22 +7,25 @@ validation reports every problem at once.
 from __future__ import annotations
 
 import inspect
+import math
 import typing
 from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
-from .errors import Problem, RegistryError, suggest
+from .errors import Problem, RegistryError, SpecError, suggest
 from .registry import get_block, list_blocks
-from .spec import NetworkSpec
+from .spec import NetworkSpec, _short
 
 __all__ = [
     "CHANNEL_ARGS",
     "block_signature",
     "check_blocks",
     "check_graph",
+    "check_init",
     "check_roles",
+    "check_values",
     "forward_keywords",
     "topological_order",
 ]
@@ -77,12 +80,26 @@ def _cycle_members(spec: NetworkSpec) -> list[str]:
     return [n.id for n in spec.nodes if indegree[n.id] > 0]
 
 
+#: Node ids that are attributes of the node container (``nn.ModuleDict``): a module cannot
+#: be stored under them (``keys``, ``train``, ``to``, ...).
+RESERVED_NODE_IDS = frozenset(dir(nn.ModuleDict()))
+#: Input and context names that ``Network.forward`` itself uses.
+RESERVED_CALL_NAMES = frozenset({"self", "args", "kwargs", "return_nodes"})
+
+
 def check_graph(spec: NetworkSpec) -> list[Problem]:
-    """Duplicate ids, dangling references, merges, cycles and outputs."""
+    """Duplicate or reserved ids, dangling references, merges, cycles and outputs."""
     problems: list[Problem] = []
     input_names = {i.name for i in spec.inputs}
+    for name in sorted(input_names & RESERVED_CALL_NAMES):
+        problems.append(Problem(f"inputs.{name}", f"{name!r} is reserved by Network.forward; rename the input"))
+    for name in sorted(set(spec.context) & RESERVED_CALL_NAMES):
+        problems.append(Problem("context", f"{name!r} is reserved by Network.forward; rename it"))
     seen: dict[str, int] = {}
     for i, node in enumerate(spec.nodes):
+        if node.id in RESERVED_NODE_IDS:
+            problems.append(Problem(f"nodes[{i}].id", f"{node.id!r} is reserved (an attribute of "
+                                    "the module holding the nodes, like 'keys' or 'train'); rename it"))
         if node.id in seen:
             problems.append(Problem(f"nodes[{i}].id", f"duplicate id {node.id!r} (first used by nodes[{seen[node.id]}])"))
         elif node.id in input_names:
@@ -143,17 +160,29 @@ def _check_tie(spec: NetworkSpec, node_ids: set[str]) -> list[Problem]:
 
 
 def block_signature(cls: type[nn.Module]) -> tuple[dict[str, inspect.Parameter], dict[str, Any]]:
-    """Constructor parameters (without self/device/dtype) and their resolved type hints."""
-    sig = inspect.signature(cls.__init__)
-    params = {
-        name: p
-        for name, p in sig.parameters.items()
-        if name not in _RESERVED and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    }
-    try:
-        hints = typing.get_type_hints(cls.__init__)
-    except Exception:  # noqa: BLE001 (unresolvable annotations: skip type checks)
-        hints = {}
+    """Constructor parameters (without self/device/dtype) and their resolved type hints.
+
+    A constructor that passes ``**kwargs`` on to its parent's (``SwiGLU`` to ``GatedMLP``)
+    also accepts the parent's parameters: they are followed up the class hierarchy.
+    """
+    params: dict[str, inspect.Parameter] = {}
+    hints: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        sig = inspect.signature(init)
+        for name, p in sig.parameters.items():
+            if name not in _RESERVED and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                params.setdefault(name, p)
+        try:
+            resolved = typing.get_type_hints(init)
+        except Exception:  # noqa: BLE001 (unresolvable annotations: skip type checks)
+            resolved = {}
+        for name, hint in resolved.items():
+            hints.setdefault(name, hint)
+        if not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+            break
     return params, hints
 
 
@@ -222,7 +251,7 @@ def check_blocks(spec: NetworkSpec) -> list[Problem]:
                 continue
             hint = hints.get(key, inspect.Parameter.empty)
             if not _type_ok(value, hint):
-                problems.append(Problem(path, f"expected {_hint_name(hint)}, got {type(value).__name__} {value!r}"))
+                problems.append(Problem(path, f"expected {_hint_name(hint)}, got {type(value).__name__} {_short(value)}"))
         positional = list(params)
         for name, p in params.items():
             if p.default is not inspect.Parameter.empty or name in node.params:
@@ -246,3 +275,54 @@ def check_roles(spec: NetworkSpec) -> list[Problem]:
         return [Problem("roles.kind", f"unknown network kind {kind!r}{suggest(kind, list_network_kinds())}")]
     check = getattr(cls, "check_roles", None)
     return list(check(spec)) if callable(check) else []
+
+
+_PLAIN = (str, bool, int, float, type(None))
+#: Integers a spec may hold (a C ``int64``).
+INT_RANGE = (-(2**63), 2**63 - 1)
+
+
+def value_problem(value: Any) -> str | None:
+    """Why ``value`` is not plain, finite spec data, or ``None`` (iterative: deep is fine)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, Mapping):
+            stack.extend(v.values())
+        elif isinstance(v, list | tuple):
+            stack.extend(v)
+        elif not isinstance(v, _PLAIN):
+            return f"must be plain data (null, bool, number, string, list, mapping), got {type(v).__name__}"
+        elif isinstance(v, float) and not math.isfinite(v):
+            return f"must be a finite number, got {v}"
+        elif isinstance(v, int) and not isinstance(v, bool) and not INT_RANGE[0] <= v <= INT_RANGE[1]:
+            return f"integer {_short(v)} does not fit in 64 bits"
+    return None
+
+
+def check_values(spec: NetworkSpec) -> list[Problem]:
+    """Params, roles and init rules hold plain, finite data (so hashing and saving never fail)."""
+    problems = []
+    for i, node in enumerate(spec.nodes):
+        for key, value in node.params.items():
+            why = value_problem(value)
+            if why:
+                problems.append(Problem(f"nodes[{i}].params.{key}", why))
+    for name, value in (("roles", spec.roles), ("init", spec.init)):
+        why = value_problem(value)
+        if why:
+            problems.append(Problem(name, why))
+    return problems
+
+
+def check_init(spec: NetworkSpec) -> list[Problem]:
+    """The ``init`` rules name known initialisers with arguments they accept."""
+    if not spec.init:
+        return []
+    from .init import InitPolicy
+
+    try:
+        InitPolicy.from_config(spec.init)
+    except SpecError as exc:
+        return list(exc.problems)
+    return []

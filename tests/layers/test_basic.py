@@ -120,7 +120,7 @@ def test_same_padding() -> None:
             "groups=3 does not divide out_channels=4",
         ),
         (lambda: B.Conv2d(3, 4, kernel_size=0), "kernel_size=0"),
-        (lambda: B.Conv2d(3, 4, kernel_size=(3, -1)), "kernel_size=-1"),
+        (lambda: B.Conv2d(3, 4, kernel_size=(3, -1)), r"kernel_size=\(3, -1\)"),
         (lambda: B.Conv1d(0, 4, kernel_size=3), "in_channels=0"),
         (lambda: B.Conv1d(3, 4, kernel_size=3, padding_mode="mirror"), "padding_mode='mirror'"),
         (lambda: B.Linear(3, 0), "out_features=0"),

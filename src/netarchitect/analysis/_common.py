@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 __all__: list[str] = []  # private module
 
 Inputs = Any
 """A tensor, a tuple/list of positional inputs, or a dict of keyword inputs."""
+
+
+class EagerDispatchMode(TorchDispatchMode):
+    """A ``TorchDispatchMode`` whose ``__torch_dispatch__`` runs without the dynamo guard.
+
+    PyTorch wraps ``__torch_dispatch__`` in ``torch._disable_dynamo`` unless told not to;
+    the wrapper imports ``torch._dynamo`` (seconds) and slows every op. The analysis modes
+    compile nothing, so they skip it.
+    """
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False
 
 
 def call_model(model: nn.Module, inputs: Inputs) -> Any:
@@ -97,21 +107,3 @@ def human_bytes(n: float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.2f} {unit}"
     return f"{int(n)} B"
-
-
-def write_atomically(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``.
-
-    Nothing half-written is left behind: on error the temporary file is removed.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target

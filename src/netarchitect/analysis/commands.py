@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,36 +50,47 @@ DTYPES: dict[str, torch.dtype] = {
 """Names accepted after ``:`` in an input spec."""
 
 _DIMS = re.compile(r"^\d+(x\d+)*$")
+_MAX_BYTES = 2**63 - 1  # torch sizes (elements and bytes) are int64
+
+
+def _quote(text: str, limit: int = 40) -> str:
+    """``repr(text)``, shortened to about ``limit`` characters."""
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
 def parse_input_shape(text: str) -> list[tuple[tuple[int, ...], torch.dtype]]:
     """Parse ``"1x3x224x224"``, ``"2x16:int64"`` or several joined by ``,``.
 
     Returns ``[(shape, dtype), ...]`` (dtype defaults to float32).
-    Raises ``ValueError`` naming the bad part.
+    Raises ``ValueError`` naming the bad part (also for sizes beyond torch's int64 limits).
     """
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"empty input shape {text!r}; expected e.g. '1x3x224x224' or '2x16:int64'")
     parsed = []
     for part in text.split(","):
-        item = part.strip().lower()
-        dims, _, dtype_name = item.partition(":")
+        where = f" in {_quote(text)}" if "," in text else ""
+        bad = f"bad input shape {_quote(part.strip())}{where}"
+        dims, _, dtype_name = part.strip().lower().partition(":")
         dims = dims.strip()
         if not _DIMS.match(dims):
             raise ValueError(
-                f"bad input shape {part.strip()!r} in {text!r}: dimensions must be positive "
-                "integers joined by 'x', e.g. '1x3x224x224' or '2x16:int64'"
+                f"{bad}: dimensions must be positive integers joined by 'x', "
+                "e.g. '1x3x224x224' or '2x16:int64'"
             )
-        shape = tuple(int(d) for d in dims.split("x"))
+        # 20+ digits exceed int64 whatever they are (and int() refuses thousands of digits)
+        shape = tuple(int(d) if len(d) < 20 else _MAX_BYTES for d in dims.split("x"))
         if any(d == 0 for d in shape):
-            raise ValueError(f"bad input shape {part.strip()!r} in {text!r}: zero-sized dimension")
+            raise ValueError(f"{bad}: zero-sized dimension")
         dtype_key = dtype_name.strip() or "float32"
         if dtype_key not in DTYPES:
             raise ValueError(
-                f"unknown dtype {dtype_name.strip()!r} in {part.strip()!r}; "
+                f"unknown dtype {_quote(dtype_name.strip())} in {_quote(part.strip())}; "
                 f"expected one of {', '.join(sorted(DTYPES))}"
             )
-        parsed.append((shape, DTYPES[dtype_key]))
+        dtype = DTYPES[dtype_key]
+        if math.prod(shape) * dtype.itemsize > _MAX_BYTES:
+            raise ValueError(f"{bad}: too large (its size in bytes overflows torch's 64-bit sizes)")
+        parsed.append((shape, dtype))
     return parsed
 
 

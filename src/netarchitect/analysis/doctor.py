@@ -30,9 +30,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
-from ._common import Inputs, call_model, first_tensor, is_meta, tensors_in
+from ._common import EagerDispatchMode, Inputs, call_model, first_tensor, is_meta, tensors_in
 from ._tracking import ModuleTracker, in_backward
 from .flop_formulas import classify
 
@@ -239,14 +238,8 @@ def _float_tensors(obj: Any) -> list[torch.Tensor]:
     return [t for t in tensors_in(obj) if t.is_floating_point() and not t.is_meta]
 
 
-class _Watcher(TorchDispatchMode):
+class _Watcher(EagerDispatchMode):
     """Finds the first op producing NaN/Inf and collects ReLU/sigmoid/tanh statistics."""
-
-    @classmethod
-    def _should_skip_dynamo(cls) -> bool:
-        # PyTorch wraps __torch_dispatch__ in torch._disable_dynamo unless told not to; the
-        # wrapper imports torch._dynamo (seconds) and slows every op. Nothing here is compiled.
-        return False
 
     def __init__(self, tracker: ModuleTracker, margin: float) -> None:
         super().__init__()

@@ -24,9 +24,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
-from ._common import Inputs, call_model, tensors_in
+from ._common import EagerDispatchMode, Inputs, call_model, tensors_in
 from ._meta_kernels import cpu_kernels_on_meta
 from ._tracking import ModuleTracker
 from .flop_formulas import classify
@@ -154,19 +153,13 @@ class _Tally:
             self.by_module.setdefault(path, Count()).add(macs, other)
 
 
-class FlopCounter(TorchDispatchMode):
+class FlopCounter(EagerDispatchMode):
     """Dispatch mode recording the cost of every ATen op (use through :func:`count_flops`).
 
     ``phase`` selects the tally ("forward" or "backward"); ops are attributed to the paths
     that ``tracker`` reports. Operators without a formula are first decomposed when
     PyTorch has a decomposition, else listed in ``uncounted``.
     """
-
-    @classmethod
-    def _should_skip_dynamo(cls) -> bool:
-        # PyTorch wraps __torch_dispatch__ in torch._disable_dynamo unless told not to; the
-        # wrapper imports torch._dynamo (seconds) and slows every op. Nothing here is compiled.
-        return False
 
     def __init__(self, tracker: ModuleTracker | None = None) -> None:
         super().__init__()

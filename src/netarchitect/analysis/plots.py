@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ._common import write_atomically
+from .._io import atomic_write
 
 if TYPE_CHECKING:
     from .doctor import DoctorReport
@@ -21,7 +21,7 @@ __all__ = ["plot_gradient_flow", "plot_scaling"]
 def _save(figure: Figure, path: str | Path) -> Path:
     FigureCanvasAgg(figure)
     figure.tight_layout()
-    return write_atomically(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+    return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
 
 
 def _positive(values: list[float]) -> list[float]:

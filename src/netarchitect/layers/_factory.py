@@ -18,6 +18,7 @@ from torch import nn
 from ..errors import SpecError, UnknownLayerError, suggest
 
 __all__ = [
+    "MAX_SIZE",
     "LayerType",
     "ParameterFree",
     "UnknownLayerError",
@@ -133,10 +134,16 @@ def _resolve_mapping(
     return functools.partial(ctor, **kwargs)
 
 
-def check_positive_int(name: str, value: Any) -> None:
-    """Raise ``SpecError`` unless ``value`` is an ``int`` >= 1."""
+#: The largest size (or count) a block accepts: 2³¹ - 1, the limit of most kernels' indices.
+MAX_SIZE = 2**31 - 1
+
+
+def check_positive_int(name: str, value: Any, maximum: int = MAX_SIZE) -> None:
+    """Raise ``SpecError`` unless ``value`` is an ``int`` in ``[1, maximum]``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SpecError(f"{name}={value!r} must be a positive integer")
+    if value > maximum:
+        raise SpecError(f"{name}={value:,} is larger than the {maximum:,} supported")
 
 
 def check_non_negative(name: str, value: Any) -> None:

@@ -12,8 +12,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import SpecError
 from ..registry import Example, register_block
 from ._factory import (
+    MAX_SIZE,
     ParameterFree,
     check_choice,
     check_divides,
@@ -22,7 +24,17 @@ from ._factory import (
     example_tensor,
 )
 
-__all__ = ["Conv1d", "Conv2d", "Dropout", "Flatten", "Identity", "Linear", "same_padding"]
+__all__ = [
+    "Conv1d",
+    "Conv2d",
+    "Dropout",
+    "Flatten",
+    "Identity",
+    "Linear",
+    "check_conv_args",
+    "check_sizes",
+    "same_padding",
+]
 
 IntOrTuple = int | tuple[int, ...]
 
@@ -37,17 +49,59 @@ def same_padding(kernel_size: IntOrTuple, dilation: IntOrTuple = 1) -> IntOrTupl
     return tuple(d * (k - 1) // 2 for k, d in zip(ks, ds))
 
 
-def _check_conv(
-    in_channels: int, out_channels: int, kernel_size: IntOrTuple, groups: int, padding_mode: str
+def check_sizes(name: str, value: Any, ndim: int, *, minimum: int = 1) -> None:
+    """Raise ``SpecError`` unless ``value`` is an int or ``ndim`` ints, each in
+    ``[minimum, MAX_SIZE]``."""
+    values = (value,) * ndim if isinstance(value, int) and not isinstance(value, bool) else value
+    ok = isinstance(values, tuple | list) and len(values) == ndim and all(
+        isinstance(v, int) and not isinstance(v, bool) and minimum <= v <= MAX_SIZE for v in values
+    )
+    if not ok:
+        raise SpecError(
+            f"{name}={value!r} must be an integer in [{minimum}, {MAX_SIZE:,}] or a list of {ndim}"
+        )
+
+
+def check_conv_args(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: Any,
+    groups: int,
+    padding_mode: str,
+    *,
+    ndim: int,
+    stride: Any = 1,
+    dilation: Any = 1,
+    padding: Any = 0,
 ) -> None:
+    """The arguments of an ``ndim``-D convolution (channels, sizes, groups, padding)."""
     check_positive_int("in_channels", in_channels)
     check_positive_int("out_channels", out_channels)
-    for k in (kernel_size,) if isinstance(kernel_size, int) else kernel_size:
-        check_positive_int("kernel_size", k)
+    check_sizes("kernel_size", kernel_size, ndim)
+    check_sizes("stride", stride, ndim)
+    check_sizes("dilation", dilation, ndim)
+    if not (padding in ("same", "valid") or padding is None):
+        check_sizes("padding", padding, ndim, minimum=0)
+    if padding == "same" and stride not in (1, (1,) * ndim, [1] * ndim):
+        raise SpecError(f"padding='same' needs stride 1, got stride={stride!r}")
     check_positive_int("groups", groups)
     check_divides("groups", groups, "in_channels", in_channels)
     check_divides("groups", groups, "out_channels", out_channels)
     check_choice("padding_mode", padding_mode, ("zeros", "reflect", "replicate", "circular"))
+
+
+class _BatchedConv:
+    """Convolutions in specs always see a batch: refuse the unbatched reading of an input."""
+
+    _ndim = 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != self._ndim + 2:
+            raise ValueError(
+                f"{type(self).__name__} expects (B, C, {self._ndim} spatial dims), got shape "
+                f"{tuple(x.shape)}"
+            )
+        return super().forward(x)  # type: ignore[misc]
 
 
 @register_block("linear")
@@ -77,7 +131,7 @@ class Linear(nn.Linear):
 
 
 @register_block("conv1d")
-class Conv1d(nn.Conv1d):
+class Conv1d(_BatchedConv, nn.Conv1d):
     """1-D convolution; ``padding=None`` keeps the length at stride 1 (odd kernels).
 
     Shapes:
@@ -99,7 +153,8 @@ class Conv1d(nn.Conv1d):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        _check_conv(in_channels, out_channels, kernel_size, groups, padding_mode)
+        check_conv_args(in_channels, out_channels, kernel_size, groups, padding_mode, ndim=1,
+                        stride=stride, dilation=dilation, padding=padding)
         super().__init__(
             in_channels,
             out_channels,
@@ -114,6 +169,8 @@ class Conv1d(nn.Conv1d):
             dtype=dtype,
         )
 
+    _ndim = 1
+
     @classmethod
     def example(cls) -> Example:
         kwargs = {"in_channels": 4, "out_channels": 6, "kernel_size": 3}
@@ -121,7 +178,7 @@ class Conv1d(nn.Conv1d):
 
 
 @register_block("conv2d")
-class Conv2d(nn.Conv2d):
+class Conv2d(_BatchedConv, nn.Conv2d):
     """2-D convolution; ``padding=None`` keeps the size at stride 1 (odd kernels).
 
     Shapes:
@@ -144,7 +201,8 @@ class Conv2d(nn.Conv2d):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        _check_conv(in_channels, out_channels, kernel_size, groups, padding_mode)
+        check_conv_args(in_channels, out_channels, kernel_size, groups, padding_mode, ndim=2,
+                        stride=stride, dilation=dilation, padding=padding)
         super().__init__(
             in_channels,
             out_channels,

@@ -314,11 +314,11 @@ class DenseBlock(nn.Module):
         super().__init__()
         for name, value in [
             ("in_channels", in_channels),
-            ("num_layers", num_layers),
             ("growth_rate", growth_rate),
             ("bn_size", bn_size),
         ]:
             check_positive_int(name, value)
+        check_positive_int("num_layers", num_layers, maximum=1024)
         check_probability("drop_rate", drop_rate)
         factory = {"device": device, "dtype": dtype}
         self.out_channels = in_channels + num_layers * growth_rate

@@ -19,7 +19,10 @@ from ._factory import (
 )
 from .mlp import make_mlp
 
-__all__ = ["MoEFeedForward", "moe_aux_loss"]
+__all__ = ["MAX_EXPERTS", "MoEFeedForward", "moe_aux_loss"]
+
+#: Most experts one MoE layer may have (DeepSeek-V3 routes among 256).
+MAX_EXPERTS = 4096
 
 Device = torch.device | str | None
 Dtype = torch.dtype | None
@@ -78,13 +81,18 @@ class MoEFeedForward(nn.Module):
     ) -> None:
         super().__init__()
         check_positive_int("dim", dim)
-        check_positive_int("num_experts", num_experts)
+        check_positive_int("num_experts", num_experts, maximum=MAX_EXPERTS)
         check_positive_int("top_k", top_k)
         if top_k > num_experts:
             raise SpecError(f"top_k={top_k} exceeds num_experts={num_experts}", path="top_k")
-        if capacity_factor is not None and not capacity_factor > 0:
+        if capacity_factor is not None and (
+            isinstance(capacity_factor, bool)
+            or not isinstance(capacity_factor, int | float)
+            or not 0 < capacity_factor <= MAX_EXPERTS
+        ):
             raise SpecError(
-                f"capacity_factor={capacity_factor!r} must be > 0 (or None for no limit)",
+                f"capacity_factor={capacity_factor!r} must be in (0, {MAX_EXPERTS}] "
+                "(or None for no limit)",
                 path="capacity_factor",
             )
         check_non_negative("aux_loss_weight", aux_loss_weight)

@@ -186,6 +186,8 @@ class AdaptiveMaxPool2d(ParameterFree, nn.AdaptiveMaxPool2d):
 
 
 def _check_sizes(name: str, value: int | tuple[int, ...]) -> None:
+    if not isinstance(value, int | tuple | list):
+        raise SpecError(f"{name}={value!r} must be an integer or a list of integers")
     for v in (value,) if isinstance(value, int) else value:
         check_positive_int(name, v)
 

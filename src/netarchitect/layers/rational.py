@@ -151,8 +151,8 @@ class Rational(nn.Module):
         dtype: Dtype = None,
     ) -> None:
         super().__init__()
-        check_positive_int("numerator_degree", numerator_degree)
-        check_positive_int("denominator_degree", denominator_degree)
+        check_positive_int("numerator_degree", numerator_degree, maximum=16)
+        check_positive_int("denominator_degree", denominator_degree, maximum=16)
         check_positive_int("num_groups", num_groups)
         check_choice("init", init, RATIONAL_INITS)
         if isinstance(channel_dim, bool) or not isinstance(channel_dim, int):

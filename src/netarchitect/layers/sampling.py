@@ -251,6 +251,8 @@ class ConvTransposeUpsample(nn.Module):
         reset_children(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"expected images (B, C, H, W), got shape {tuple(x.shape)}")
         return self.act(self.norm(self.conv(x)))
 
     @classmethod

@@ -3,18 +3,19 @@
 Handlers take ``(args, console)`` and return an exit status; user mistakes
 raise :class:`~netarchitect.errors.NetArchitectError` subclasses, which the
 CLI prints as one line with exit status 2. Malformed option values (``--trials
-abc``) are reported the same way: one ``error:`` line, status 2.
+abc``, a ``--space`` that is not a readable text file, an ``--out`` under a file)
+are reported the same way, while parsing: one ``error:`` line, status 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.table import Table
 
+from ..errors import NetArchitectError
 from .objectives import SAMPLERS
 from .proxies import PROXIES
 
@@ -22,11 +23,11 @@ __all__ = ["design_command", "register", "report_command"]
 
 
 def _one_line_error(parser: argparse.ArgumentParser) -> None:
-    """Make ``parser`` report bad options as a single ``error:`` line (exit status 2)."""
+    """Make ``parser`` report bad options as a NetArchitectError (one ``error:`` line, status 2)
+    also when it is not the CLI's own parser class."""
 
     def error(message: str) -> NoReturn:
-        sys.stderr.write(f"error: {parser.prog}: {message}\n")
-        sys.exit(2)
+        raise NetArchitectError(f"{parser.prog}: {message}")
 
     parser.error = error  # type: ignore[method-assign]
 
@@ -91,6 +92,7 @@ def report_command(args: argparse.Namespace, console: Console) -> int:
 
 def register(subparsers: Any) -> None:
     """Add the ``design`` and ``report`` sub-commands to an argparse ``subparsers`` object."""
+    from ..cli import readable_file, writable_dir
     from .design import DEFAULT_MAX_PARAMS, DEFAULT_TRIALS
 
     p = subparsers.add_parser(
@@ -103,11 +105,13 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--data",
         metavar="FILE.npz",
+        type=readable_file("data file", text=False),
         help="your own data: an .npz with arrays X (N, ...) and y (N,)",
     )
     p.add_argument(
         "--space",
         metavar="SPACE.yaml",
+        type=readable_file("space file"),
         help="search space file (default: the task's packaged space)",
     )
     p.add_argument(
@@ -148,7 +152,9 @@ def register(subparsers: Any) -> None:
         "--study", help="study name (default: the task name); also the run directory name"
     )
     p.add_argument("--seed", type=int, default=0, help="sampler and training seed (default 0)")
-    p.add_argument("--out", default="runs", help="parent of the run directory (default runs/)")
+    p.add_argument(
+        "--out", default="runs", type=writable_dir, help="parent of the run directory (default runs/)"
+    )
     p.add_argument(
         "--sampler",
         choices=SAMPLERS,
