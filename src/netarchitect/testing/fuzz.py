@@ -139,6 +139,24 @@ def _nested(depth: int) -> Any:
     return value
 
 
+def _plausible(value: Any, rng: random.Random) -> Any:
+    """A nearby value of the same kind (so more mutants build and run)."""
+    from ..registry import layer_table
+
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return rng.choice([1, 2, 3, 4, 5, 8, 16, value + 1, max(value - 1, 0), value * 2])
+    if isinstance(value, float):
+        return rng.choice([0.0, 0.1, 0.5, 0.9, 1.0, 2.0, value * 2])
+    if isinstance(value, str):
+        kind = next((k for k in ("norm", "act", "mlp") if value in layer_table(k)), None)
+        return rng.choice(sorted(layer_table(kind))) if kind else value
+    if isinstance(value, list) and value:
+        return [_plausible(v, rng) for v in value]
+    return value
+
+
 def _mutate_param(spec: dict[str, Any], rng: random.Random) -> None:
     node = rng.choice(spec["nodes"])
     params = node.setdefault("params", {})
@@ -146,7 +164,10 @@ def _mutate_param(spec: dict[str, Any], rng: random.Random) -> None:
         node["params"] = {}
         return
     choice = rng.random()
-    if params and choice < 0.6:
+    if params and choice < 0.3:
+        key = rng.choice(list(params))
+        params[key] = _plausible(params[key], rng)
+    elif params and choice < 0.6:
         key = rng.choice(list(params))
         params[key] = _random_value(rng)
     elif params and choice < 0.75:
