@@ -157,3 +157,13 @@ def test_subprocess_exit_code_and_no_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+def test_build_and_validate_a_hand_written_transformer(capsys, repo_root):
+    spec = str(repo_root / "examples/specs/tiny_transformer.yaml")
+    assert main(["validate", spec]) == 0
+    assert "valid (5 nodes, outputs head (32, 256))" in capsys.readouterr().out
+    assert main(["build", spec]) == 0
+    out = capsys.readouterr().out
+    assert "token_embedding" in out and "lm_head" in out
+    assert "103,488" in out  # the tied head's weight is counted once in the total

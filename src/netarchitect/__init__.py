@@ -16,12 +16,12 @@ from .errors import (
     SpecError,
     UnknownLayerError,
 )
+from .factory import create_model
 from .init import InitPolicy, InitRule, initialize, materialize
 from .network import Network, build, infer_shapes
 from .registry import (
     Example,
     add_loader,
-    create_model,
     get_block,
     list_blocks,
     list_models,

@@ -150,13 +150,13 @@ def _cmd_validate(args: argparse.Namespace, out: Console) -> int:
 
 
 def node_table(model: object, title: str) -> Table:
-    """Rich table of a Network's nodes: id, block, output shape, parameters."""
+    """Rich table of a Network's nodes: id, block, output shape, parameters. The total counts
+    each parameter once (tied weights are listed under every node that uses them)."""
     table = Table(title=title)
     table.add_column("node")
     table.add_column("block")
     table.add_column("output shape")
     table.add_column("parameters", justify="right")
-    total = 0
     for info in model.node_info():  # type: ignore[attr-defined]
         table.add_row(
             info.id,
@@ -164,7 +164,7 @@ def node_table(model: object, title: str) -> Table:
             "(B, " + ", ".join(map(str, info.shape)) + ")",
             _fmt_int(info.num_params),
         )
-        total += info.num_params
+    total = sum(p.numel() for p in model.parameters())  # type: ignore[attr-defined]
     table.add_section()
     table.add_row("total", "", "", _fmt_int(total))
     return table

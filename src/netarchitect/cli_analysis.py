@@ -41,7 +41,7 @@ def resolve_target(
         check_readable(path, "spec file", text=True)
         model = build(path, device="meta" if meta else None, seed=seed)
         return model, [((1, *i.shape), _DTYPES[i.dtype]) for i in model.spec.inputs]
-    from .registry import create_model
+    from .factory import create_model
 
     if meta:
         try:

@@ -1,7 +1,8 @@
 """Name → block class and name → model builder registries.
 
 Blocks are ``nn.Module`` classes usable from specs; models are builder
-functions returning a ready ``nn.Module``. Both are looked up by name, and an
+functions returning a ready ``nn.Module`` (:func:`netarchitect.factory.create_model`
+calls them). This module is plain tables: it imports nothing of the library. Both are looked up by name, and an
 unknown name raises :class:`RegistryError` suggesting the closest names.
 """
 
@@ -21,7 +22,6 @@ __all__ = [
     "Example",
     "add_loader",
     "block_examples",
-    "create_model",
     "get_block",
     "get_model_builder",
     "get_network_class",
@@ -207,27 +207,3 @@ def list_models(pattern: str = "*") -> list[str]:
     """Sorted names of registered models matching the glob ``pattern``."""
     _ensure_loaded()
     return sorted(n for n in _MODELS if fnmatch.fnmatchcase(n, pattern))
-
-
-def create_model(
-    name: str,
-    *,
-    features_only: bool = False,
-    out_indices: Sequence[int] | None = None,
-    **overrides: Any,
-) -> nn.Module:
-    """Build the registered model ``name``, passing ``overrides`` to its builder.
-
-    ``features_only=True`` returns a
-    :class:`~netarchitect.models.features.FeatureExtractor` over the stages
-    ``out_indices`` (all by default) instead of the classifier.
-    """
-    builder = get_model_builder(name)
-    if out_indices is not None and not features_only:
-        raise TypeError("out_indices= needs features_only=True")
-    model = builder(**overrides)
-    if not features_only:
-        return model
-    from .models.features import FeatureExtractor
-
-    return FeatureExtractor(model, out_indices)

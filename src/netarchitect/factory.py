@@ -1,0 +1,47 @@
+"""``create_model``: build any registered model the same way.
+
+Every registered model is a spec-built network, so every builder takes ``seed=``,
+``device=`` and ``dtype=`` (and builds under ``with torch.device("meta"):``); the size
+of the weights is checked against free memory before anything is allocated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .registry import get_model_builder
+
+__all__ = ["create_model"]
+
+
+def create_model(
+    name: str,
+    *,
+    seed: int | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+    **overrides: Any,
+) -> nn.Module:
+    """Build the registered model ``name``: weights from ``seed`` on ``device`` (default:
+    torch's default device; ``"meta"`` allocates nothing) in ``dtype``, with ``overrides``
+    passed to its builder (``num_classes=10``, ``vocab_size=...``).
+
+    ``features_only=True`` returns a
+    :class:`~netarchitect.models.features.FeatureExtractor` over the stages
+    ``out_indices`` (all by default) instead of the classifier.
+    """
+    builder = get_model_builder(name)
+    if out_indices is not None and not features_only:
+        raise TypeError("out_indices= needs features_only=True")
+    model = builder(seed=seed, device=device, dtype=dtype, **overrides)
+    if not features_only:
+        return model
+    from .models.features import FeatureExtractor
+
+    return FeatureExtractor(model, out_indices)
