@@ -30,7 +30,8 @@ def create_model(
 ) -> nn.Module:
     """Build the registered model ``name``: weights from ``seed`` on ``device`` (default:
     torch's default device; ``"meta"`` allocates nothing) in ``dtype``, with ``overrides``
-    passed to its builder (``num_classes=10``, ``vocab_size=...``).
+    passed to its builder (``num_classes=10``, ``vocab_size=...``). Arguments left ``None``
+    are not passed, so a builder registered without them still works.
 
     ``features_only=True`` returns a
     :class:`~netarchitect.models.features.FeatureExtractor` over the stages
@@ -39,7 +40,8 @@ def create_model(
     builder = get_model_builder(name)
     if out_indices is not None and not features_only:
         raise TypeError("out_indices= needs features_only=True")
-    model = builder(seed=seed, device=device, dtype=dtype, **overrides)
+    given = {"seed": seed, "device": device, "dtype": dtype}
+    model = builder(**{k: v for k, v in given.items() if v is not None}, **overrides)
     if not features_only:
         return model
     from .models.features import FeatureExtractor
