@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from ..errors import SpecError
 from ..registry import Example, register_block
 from ._factory import LayerType, check_choice, check_positive_int, check_probability
+from .basic import Linear
 from .embedding import (
     LearnedPositionalEmbedding,
     SinusoidalPositionalEmbedding,
@@ -164,7 +165,7 @@ class TokenEmbedding(nn.Module):
 
 
 @register_block("lm_head")
-class LMHead(nn.Linear):
+class LMHead(Linear):
     """The output projection of a language model: ``logits = W h (+ b)``, optionally only
     for the last ``logits_to_keep`` positions (decoding needs just the last one).
 
@@ -181,8 +182,6 @@ class LMHead(nn.Linear):
         device: Device = None,
         dtype: Dtype = None,
     ) -> None:
-        check_positive_int("in_features", in_features)
-        check_positive_int("out_features", out_features)
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
 
     @classmethod
