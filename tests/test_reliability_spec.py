@@ -199,3 +199,23 @@ def test_a_spec_that_validates_hashes_and_saves(tmp_path) -> None:
     spec = na.load_spec(one_node("leaky_relu", negative_slope=1e-30))
     assert len(na.spec_hash(spec)) == 64
     save_weights(na.build(spec), tmp_path / "w.safetensors")
+
+
+def test_spec_files_that_are_not_text_are_clear_errors(tmp_path) -> None:
+    binary = tmp_path / "b.yaml"
+    binary.write_bytes(b"\x89PNG\x00\x01")
+    latin = tmp_path / "l.yaml"
+    latin.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    (tmp_path / "d.yaml").mkdir()
+    for path, match in ((binary, "is binary"), (latin, "is not UTF-8 text"),
+                        (tmp_path / "d.yaml", "is a directory"),
+                        (tmp_path / "none.yaml", "does not exist")):
+        with pytest.raises(SpecError, match=match):
+            na.load_spec(path)
+
+
+def test_sequence_models_declare_the_length_they_are_probed_at() -> None:
+    model = na.create_model("gpt2-tiny", seq_len=16, device="meta")
+    assert model.spec.inputs[0].shape == (16,)
+    with pytest.raises(SpecError, match="seq_len=200 exceeds max_positions=128"):
+        na.create_model("gpt2-tiny", seq_len=200, device="meta")
