@@ -53,7 +53,7 @@ def test_doctor_writes_plot(capsys, repo_root, tmp_path):
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
-        (["inspect", "_cli_tiny"], "--input: required for a registered model"),
+        (["inspect", "_cli_tiny"], "--input: required for _cli_tiny, which is not spec-built"),
         (["inspect", "_cli_tiny", "--input", "3xq"], "--input:"),
         (["inspect", "_cli_tiny", "--input", "3x7"], "--input: _cli_tiny cannot take input 3x7"),
         (["inspect", "no_such_model", "--input", "1x3"], "unknown model 'no_such_model'"),
@@ -127,3 +127,10 @@ def test_inputs_the_analysis_rejects(capsys, tiny_model_name, monkeypatch):
         and err
         == "error: --input: _cli_tiny cannot take input 3x6: inputs must be floating point\n"
     )
+
+
+def test_registered_models_default_to_their_spec_inputs(capsys):
+    code, out, _ = run(["inspect", "gpt2-tiny", "--meta", "--json"], capsys)
+    assert code == 0
+    rows = {row["path"]: row for row in json.loads(out)["summary"]}
+    assert rows["nodes.head"]["output_shape"] == "[1, 128, 50257]"  # the spec's 128 tokens

@@ -32,27 +32,39 @@ def _is_spec_file(target: str) -> bool:
 def resolve_target(
     target: str, *, meta: bool, seed: int = 0
 ) -> tuple[nn.Module, InputSpecs | None]:
-    """A model from a spec file or a registered model name, and a spec's inputs at batch 1."""
+    """A model from a spec file or a registered model name, and its spec's inputs at batch 1
+    (``None`` for a registered model that is not spec-built)."""
     path = Path(target)
     if _is_spec_file(target):
-        from ._probe import DTYPES as _DTYPES
         from .network import build
 
         check_readable(path, "spec file", text=True)
         model = build(path, device="meta" if meta else None, seed=seed)
-        return model, [((1, *i.shape), _DTYPES[i.dtype]) for i in model.spec.inputs]
+        return model, _spec_inputs(model)
     from .factory import create_model
 
     if meta:
         try:
-            return create_model(target, device="meta"), None
+            model = create_model(target, device="meta")
         except TypeError as exc:  # a builder without device=: build under a meta default device
             if "device" not in str(exc):
                 raise
-        with torch.device("meta"):
-            return create_model(target), None
+            with torch.device("meta"):
+                model = create_model(target)
+        return model, _spec_inputs(model)
     torch.manual_seed(seed)
-    return create_model(target), None
+    model = create_model(target)
+    return model, _spec_inputs(model)
+
+
+def _spec_inputs(model: nn.Module) -> InputSpecs | None:
+    """A spec-built model's declared inputs at batch 1."""
+    from ._probe import DTYPES
+
+    spec = getattr(model, "spec", None)
+    if spec is None or not hasattr(spec, "inputs"):
+        return None
+    return [((1, *i.shape), DTYPES[i.dtype]) for i in spec.inputs]
 
 
 def _check_count(model: nn.Module, target: str, count: int) -> None:
@@ -110,10 +122,6 @@ def _parsed_input(args: argparse.Namespace) -> InputSpecs | None:
     from .analysis import parse_input_shape
 
     if args.input is None:
-        if not _is_spec_file(args.model):
-            raise SpecError(
-                "required for a registered model (e.g. --input 1x3x224x224)", path="--input"
-            )
         return None
     try:
         parsed = parse_input_shape(args.input)
@@ -132,8 +140,12 @@ def _inputs(
     from .analysis import make_inputs
 
     meta = getattr(args, "meta", None)  # doctor has no --meta
-    if parsed is None:  # a spec file's own inputs
-        assert spec_inputs is not None, "a registered model without --input is refused earlier"
+    if parsed is None:  # the spec's own inputs
+        if spec_inputs is None:
+            raise SpecError(
+                f"required for {args.model}, which is not spec-built (e.g. --input 1x3x224x224)",
+                path="--input",
+            )
         parsed = spec_inputs
         _check_size(parsed, meta=meta, source="spec")
     _check_count(model, args.model, len(parsed))
@@ -192,7 +204,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--input",
         help="input shape(s) with batch, e.g. 1x3x224x224 or 1x128:int64 "
-        "(default: the spec's inputs, batch 1)",
+        "(default: the model's spec inputs, batch 1)",
     )
     p.add_argument("--backward", action="store_true", help="also count the backward pass")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
