@@ -11,10 +11,21 @@ ratios (ours / peer):
 * ``greedy_generate_64``: greedy decoding of 64 new tokens with a KV cache from a
   32-token prompt (B=1), ``generate(...)`` vs ``GPT2LMHeadModel.generate`` — ≤ 1.0.
   Both produce the same tokens (checked).
+* ``greedy_generate_64_roofline``: the same decoding vs its memory roofline — 64 passes
+  (one per new token) that each stream every weight matrix of the model once as a
+  matrix-vector product (``torch.mv``; the tied embedding once, 497 MB for GPT-2 small).
+  Decoding at B=1 must read every weight per token, so the ratio is our ms/token over
+  the fastest that streaming allows on this machine (the prompt's forward included) — ≤ 1.5.
+
+Each case's ``extra`` records the CPU model, ``torch.backends.cpu.get_cpu_capability()``
+and the 1-minute load average at the start: on a shared machine, compare only ratios
+measured in one run.
 """
 
 from __future__ import annotations
 
+import os
+import platform
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +40,39 @@ from netarchitect.interop import to_hf
 from netarchitect.models.gpt import gpt
 
 NAME = "transformers"
+NEW_TOKENS = 64
+
+
+def cpu_info() -> dict[str, Any]:
+    """The CPU model, ATen's CPU capability (``AVX2``, ``AVX512``, ...) and the load average."""
+    model = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {"cpu_model": model, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "load_avg_1m": load}
+
+
+def weight_matrices(model: nn.Module) -> list[Tensor]:
+    """Every distinct 2-D parameter of ``model`` (a tied embedding counted once)."""
+    return list({id(p): p.detach() for p in model.parameters() if p.dim() == 2}.values())
+
+
+def weight_streaming(matrices: list[Tensor], passes: int) -> Callable[[], None]:
+    """``passes`` times, one matrix-vector product per matrix (into preallocated outputs):
+    the least work that reads every weight once per pass — decoding's memory roofline."""
+    vectors = [torch.randn(w.shape[1], dtype=w.dtype) for w in matrices]
+    outputs = [torch.empty(w.shape[0], dtype=w.dtype) for w in matrices]
+
+    def stream() -> None:
+        for _ in range(passes):
+            for w, x, out in zip(matrices, vectors, outputs, strict=True):
+                torch.mv(w, x, out=out)
+
+    return stream
 
 
 def train_step(
@@ -68,19 +112,39 @@ def run(
     prompt = torch.randint(0, 50257, (1, 32), generator=torch.Generator().manual_seed(1))
     ours.eval(), peer.eval()
     with torch.no_grad():
-        mine = generate(ours, prompt, 64, temperature=0)
-        theirs = peer.generate(prompt, max_new_tokens=64, do_sample=False)
+        mine = generate(ours, prompt, NEW_TOKENS, temperature=0)
+        theirs = peer.generate(prompt, max_new_tokens=NEW_TOKENS, do_sample=False)
     same = bool(torch.equal(mine, theirs))
+    decode = {"B": 1, "prompt": 32, "new_tokens": NEW_TOKENS, "kv_cache": True}
+
+    def ours_generate() -> Tensor:
+        return generate(ours, prompt, NEW_TOKENS, temperature=0)
+
     results["greedy_generate_64"] = compare(
         NAME,
-        lambda: generate(ours, prompt, 64, temperature=0),
-        lambda: peer.generate(prompt, max_new_tokens=64, do_sample=False),
+        ours_generate,
+        lambda: peer.generate(prompt, max_new_tokens=NEW_TOKENS, do_sample=False),
         case="greedy_generate_64",
         target=1.0,
         warmup=1,
         repeats=gen_repeats,
-        extra={"B": 1, "prompt": 32, "new_tokens": 64, "kv_cache": True, "same_tokens": same},
+        extra={**decode, "same_tokens": same, **cpu_info()},
         **common,
+    )
+    matrices = weight_matrices(ours)
+    mbytes = sum(w.numel() * w.element_size() for w in matrices) / 1e6
+    results["greedy_generate_64_roofline"] = compare(
+        NAME,
+        ours_generate,
+        torch.no_grad()(weight_streaming(matrices, NEW_TOKENS)),
+        case="greedy_generate_64_roofline",
+        target=1.5,
+        warmup=1,
+        repeats=gen_repeats,
+        extra={**decode, "weight_matrices": len(matrices), "weight_mb": round(mbytes, 1),
+               "peer": f"{NEW_TOKENS} passes of torch.mv over every weight matrix",
+               **cpu_info()},
+        **{**common, "label_peer": "weight streaming (roofline)"},
     )
 
     ids = torch.randint(0, 50257, (4, 257), generator=torch.Generator().manual_seed(2))
@@ -93,7 +157,8 @@ def run(
         target=1.0,
         warmup=warmup,
         repeats=repeats,
-        extra={"B": 4, "T": 256, "dtype": "float32", "optimizer": "AdamW", "attn": "sdpa"},
+        extra={"B": 4, "T": 256, "dtype": "float32", "optimizer": "AdamW", "attn": "sdpa",
+               **cpu_info()},
         **common,
     )
     return results

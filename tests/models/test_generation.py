@@ -128,3 +128,23 @@ def test_bad_arguments() -> None:
     with pytest.raises(TypeError, match="new_cache"):
         generate(NoCache(), x, 2)
     assert generate(NoCache(), x, 2, use_cache=False, temperature=0).shape == (1, 5)
+
+
+@pytest.mark.parametrize("small_limit", [10**9, -1])  # explicit small attention / SDPA only
+def test_greedy_tokens_equal_transformers(small_limit, monkeypatch) -> None:
+    pytest.importorskip("transformers")
+    from netarchitect.interop import to_hf
+    from netarchitect.layers import attention
+
+    monkeypatch.setattr(attention, "SMALL_ATTENTION_SCORES", small_limit)
+    model, x = make(), prompt(2, 6)
+    with torch.no_grad():  # random weights: scale them up so the argmax is not a near-tie
+        for p in model.parameters():
+            p.mul_(4)
+    peer = to_hf(model, attn_implementation="sdpa").eval()
+    peer.generation_config.eos_token_id = None
+    peer.generation_config.pad_token_id = 0
+    ours = generate(model, x, 12, temperature=0)
+    theirs = peer.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=12, do_sample=False)
+    assert torch.equal(ours, theirs)
+    assert torch.equal(ours, generate(model, x, 12, temperature=0, use_cache=False))

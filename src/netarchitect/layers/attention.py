@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,7 @@ from .kv_cache import KVCache
 from .norm import get_norm_layer
 from .positional import ALiBiBias, RelativePositionBias, RopeScaling, RotaryEmbedding, apply_rotary
 
-__all__ = ["POSITIONAL_SCHEMES", "MultiHeadAttention", "calling_thread_only", "small_attention"]
+__all__ = ["POSITIONAL_SCHEMES", "MultiHeadAttention", "calling_thread_only"]
 
 POSITIONAL_SCHEMES = (None, "rope", "alibi", "relative")
 
@@ -26,14 +26,12 @@ POSITIONAL_SCHEMES = (None, "rope", "alibi", "relative")
 FUSE_MIN_TOKENS = 64
 
 #: Up to this many attention scores per call (B·H·T·S: every decoding step over a short
-#: cache, a short prompt), attention runs as explicit matmul-softmax-matmul on the calling
-#: thread (:func:`small_attention`). ``F.scaled_dot_product_attention``, batched matmul and
-#: softmax each open a parallel region even for such small work, and waking the other
-#: threads costs more than the arithmetic: tens of microseconds on an idle machine,
-#: milliseconds on a loaded one (GPT-2 small decoding, 2 busy cores: 8 ms per call).
+#: cache, a short prompt), ``F.scaled_dot_product_attention`` runs on the calling thread
+#: (:func:`calling_thread_only`). With more threads it opens a parallel region per call
+#: even for such small work, and waking the other threads costs more than the arithmetic:
+#: tens of microseconds on an idle machine, milliseconds on a loaded one (GPT-2 small
+#: decoding on 2 busy cores: 4-12 ms per call, against 15 µs of work on one thread).
 SMALL_ATTENTION_SCORES = 16384
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 @functools.cache
@@ -48,8 +46,8 @@ def calling_thread_only() -> Iterator[None]:
     """Run the ops inside on the calling thread (no intra-op parallel region), for work too
     small to repay waking other threads. A no-op under ``torch.compile``, with one thread
     already, or where ATen's parallel backend is not OpenMP."""
-    threads = torch.get_num_threads()
-    if threads == 1 or torch.compiler.is_compiling() or not _openmp():
+    threads = 1 if torch.compiler.is_compiling() else torch.get_num_threads()
+    if threads == 1 or not _openmp():
         yield
         return
     torch.set_num_threads(1)
@@ -59,70 +57,15 @@ def calling_thread_only() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def small_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    mask: Tensor | None = None,
-    *,
-    causal: bool = False,
-    scale: float | None = None,
-) -> Tensor:
-    """``softmax(q kᵀ · scale + mask) v`` as three plain ops: what
-    ``F.scaled_dot_product_attention`` computes (grouped-query heads, bool or float ``mask``
-    broadcastable to (B, H, T, S), ``causal`` with queries aligned to the end of the keys,
-    zeros for a query whose keys are all masked) without its per-call set-up, for small
-    calls such as one decoding step; it runs on the calling thread
-    (:func:`calling_thread_only`). Scores are softmaxed in float32 for half inputs.
-
-    Shapes:
-        q: (B, H, T, D); k, v: (B, H_kv, S, D) with H_kv dividing H; output: (B, H, T, D).
-    """
-    with calling_thread_only():
-        return _small_attention(q, k, v, mask, causal, scale)
-
-
-def _small_attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, causal: bool, scale: float | None
-) -> Tensor:
-    B, H, T, D = q.shape
-    H_kv, S = k.shape[1], k.shape[2]
-    scores = q.reshape(B, H_kv, H // H_kv * T, D) @ k.transpose(-1, -2)  # (B, H_kv, G T, S)
-    scores = scores.view(B, H, T, S) * (D**-0.5 if scale is None else scale)
-    if q.dtype in _LOW_PRECISION:
-        scores = scores.float()
-    if causal:
-        allowed = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
-        if mask is None or mask.dtype == torch.bool:
-            mask = allowed if mask is None else mask & allowed
-        else:
-            mask = mask.masked_fill(~allowed, float("-inf"))
-    if mask is None:
-        probs = scores.softmax(dim=-1)
-    else:
-        if mask.dtype == torch.bool:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        else:
-            scores = scores + mask
-        # Softmax that gives 0, not NaN, where every key is masked: after subtracting the
-        # row's finite peak the largest term is exp(0) = 1, so a row sum < 1 means "empty".
-        lowest = torch.finfo(scores.dtype).min
-        peak = scores.detach().amax(dim=-1, keepdim=True).clamp_min(lowest)
-        weights = (scores - peak).exp()
-        probs = weights / weights.sum(dim=-1, keepdim=True).clamp_min(1.0)
-    probs = probs.to(v.dtype).view(B, H_kv, H // H_kv * T, S)
-    return (probs @ v).view(B, H, T, D)  # (B, H, T, D)
-
-
 @register_block("multi_head_attention")
 class MultiHeadAttention(nn.Module):
     """Multi-head scaled dot-product attention (Vaswani et al. 2017) with modern options.
 
     ``out = W_o concat_h softmax(q_h k_hᵀ · scale + bias_h + mask) v_h`` with
     ``q = W_q x``, ``k = W_k c``, ``v = W_v c`` where ``c = x`` (self-attention) or
-    ``c = context`` (cross-attention). Computed by ``F.scaled_dot_product_attention``,
-    or by :func:`small_attention` when the call has at most :data:`SMALL_ATTENTION_SCORES`
-    scores and no attention dropout (the same numbers, without SDPA's per-call overhead).
+    ``c = context`` (cross-attention). Computed by ``F.scaled_dot_product_attention``, on
+    the calling thread alone for calls of at most :data:`SMALL_ATTENTION_SCORES` scores
+    (decoding steps), whose work is too small to repay a parallel region.
 
     Options:
         num_kv_heads: grouped-query attention (Ainslie et al. 2023); ``1`` is
@@ -349,16 +292,14 @@ class MultiHeadAttention(nn.Module):
         attn_mask, causal = self._attention_mask(
             q, k.shape[2], mask=mask, key_padding_mask=key_padding_mask, is_causal=is_causal
         )
-        dropout = self.attn_drop if self.training else 0.0
-        if not dropout and q.shape[0] * q.shape[1] * T * k.shape[2] <= SMALL_ATTENTION_SCORES:
-            out = small_attention(q, k, v, attn_mask, causal=causal, scale=self.scale)
-        else:
+        small = q.shape[0] * q.shape[1] * T * k.shape[2] <= SMALL_ATTENTION_SCORES
+        with calling_thread_only() if small else nullcontext():
             out = F.scaled_dot_product_attention(
                 q,
                 k,
                 v,
                 attn_mask=attn_mask,
-                dropout_p=dropout,
+                dropout_p=self.attn_drop if self.training else 0.0,
                 is_causal=causal,
                 scale=self.scale,
                 enable_gqa=self.num_kv_heads != self.num_heads,

@@ -103,10 +103,10 @@ class KVCache:
                 raise ValueError(
                     f"KVCache is full: {self._length} + {new} positions > max_length={self.max_length}"
                 )
-            if self._k is None:
+            if self._k is None:  # positions past `length` are never read: no need to zero
                 shape = (*k.shape[:2], self.max_length, k.shape[3])
-                self._k = k.new_zeros(shape)
-                self._v = v.new_zeros(shape)
+                self._k = k.new_empty(shape)
+                self._v = v.new_empty(shape)
             assert self._v is not None
             self._k[:, :, self._length : end] = k
             self._v[:, :, self._length : end] = v
