@@ -24,8 +24,6 @@ measured in one run.
 
 from __future__ import annotations
 
-import os
-import platform
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -34,26 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks.harness import RESULTS_DIR, compare, parse_args, time_parser
+from benchmarks.harness import RESULTS_DIR, compare, cpu_info, parse_args, time_parser
 from netarchitect.generation import generate
 from netarchitect.interop import to_hf
 from netarchitect.models.gpt import gpt
 
 NAME = "transformers"
 NEW_TOKENS = 64
-
-
-def cpu_info() -> dict[str, Any]:
-    """The CPU model, ATen's CPU capability (``AVX2``, ``AVX512``, ...) and the load average."""
-    model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
-    except OSError:  # pragma: no cover - not Linux
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    return {"cpu_model": model, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "load_avg_1m": load}
 
 
 def weight_matrices(model: nn.Module) -> list[Tensor]:

@@ -55,6 +55,20 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
     return parser.parse_args([] if argv is None else list(argv))
 
 
+def cpu_info() -> dict[str, Any]:
+    """The CPU model, ATen's CPU capability (``AVX2``, ``AVX512``, ...) and the 1-minute load
+    average (ratios measured under load differ from those of an idle machine)."""
+    model = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {"cpu_model": model, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "load_avg_1m": load}
+
+
 def machine_info(threads: int) -> dict[str, Any]:
     return {
         "torch": torch.__version__,
@@ -62,6 +76,7 @@ def machine_info(threads: int) -> dict[str, Any]:
         "platform": platform.platform(),
         "threads": threads,
         "cpu_count": os.cpu_count(),
+        **cpu_info(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 

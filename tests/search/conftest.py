@@ -102,16 +102,14 @@ def postgres_url() -> str:
 
 @pytest.fixture
 def worker_command():
-    """The command line of worker ``index`` of a saved run."""
+    """The command line of a worker process of a saved run."""
 
-    def command(config: RunConfig, index: int = 0) -> list[str]:
+    def command(config: RunConfig) -> list[str]:
         return [
             sys.executable,
             "-m",
             "netarchitect.search.worker",
             str(Path(config.run_dir) / "run.json"),
-            "--index",
-            str(index),
         ]
 
     return command

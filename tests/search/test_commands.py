@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -141,9 +143,14 @@ def test_design_and_report_commands_on_a_small_task(run_cli, tmp_path, out):
 
 def test_report_of_a_run_whose_study_is_gone(run_cli, tmp_path):
     from netarchitect.search.config import RunConfig
-    from netarchitect.search.storage import default_url
+    from netarchitect.search.storage import create_or_load_study, default_url, open_storage
 
     RunConfig(study="gone", storage=default_url(tmp_path), run_dir=str(tmp_path)).save()
+    code, _, err = run_cli(["report", str(tmp_path)])
+    assert code == 2
+    one_line_error(err, "no study database at")
+    assert not (tmp_path / "study.db").exists()  # reading never creates an empty database
+    create_or_load_study(open_storage(default_url(tmp_path)), "other", ["maximize"])
     code, _, err = run_cli(["report", str(tmp_path)])
     assert code == 2
     one_line_error(err, "study 'gone' not found")
@@ -158,3 +165,159 @@ def test_design_api_rejects_unknown_sampler_and_proxy(tmp_path):
     with pytest.raises(NetArchitectError, match="--proxy must be one of"):
         design(proxy="grasp", out=tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------- bad inputs, via the CLI
+
+
+def cli(argv: list[str], capsys) -> tuple[int, str]:
+    """``netarchitect.cli.main(argv)``: its exit status and its stderr."""
+    capsys.readouterr()
+    code = cli_main(argv)
+    return code, capsys.readouterr().err
+
+
+def npz(path, x, y):
+    np.savez(path, X=x, y=y)
+    return str(path)
+
+
+def bad_design_inputs(tmp_path):
+    """(arguments, message fragment, what the run directory may hold afterwards)."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "plain.npy", rng.random((30, 4)))
+    (tmp_path / "binary.yaml").write_bytes(bytes(range(256)))
+    (tmp_path / "notes.txt").write_text("not a database\n" * 50)
+    (tmp_path / "a_dir").mkdir()
+    big = np.where(rng.random((40, 3)) > 0.5, 1e200, -1e200)
+    log = ["run/design.log"]
+    moons = ["--task", "moons", "--study", "run"]
+    return [
+        (["--data", str(tmp_path / "plain.npy"), "--study", "run"], "not an .npz archive", log),
+        (
+            ["--data", npz(tmp_path / "six.npz", rng.random((6, 3)), [0, 0, 0, 1, 1, 1])],
+            "6 samples are too few for a stratified train/validation/test split of 2 classes",
+            ["six/design.log"],
+        ),
+        (
+            ["--data", npz(tmp_path / "five.npz", rng.random((40, 1, 2, 4, 4)), np.arange(40) % 2)],
+            "mlp_space.yaml does not fit the data",
+            ["five/design.log"],
+        ),
+        (
+            ["--data", npz(tmp_path / "huge.npz", big, np.arange(40) % 2)],
+            "X cannot be standardised: values up to 1e+200",
+            ["huge/design.log"],
+        ),
+        ([*moons, "--storage", "sqlite:////proc/netarchitect/x.db"], "cannot open storage", log),
+        ([*moons, "--storage", f"sqlite:///{tmp_path / 'a_dir'}"], "is a directory", log),
+        (
+            [*moons, "--storage", f"sqlite:///{tmp_path / 'notes.txt'}"],
+            "file is not a database",
+            log,
+        ),
+        (["--space", str(tmp_path / "binary.yaml"), "--study", "run"], "UTF-8", log),
+    ]
+
+
+def test_bad_design_inputs_exit_2_and_write_only_the_log(tmp_path, capsys):
+    for argv, fragment, allowed in bad_design_inputs(tmp_path):
+        out = tmp_path / f"out_{len(list(tmp_path.iterdir()))}"
+        code, err = cli(["design", *argv, "--trials", "1", "--out", str(out)], capsys)
+        assert code == 2, (argv, err)
+        one_line_error(err, fragment)
+        assert set(written(out)) <= set(allowed), argv  # at most the log
+    assert (tmp_path / "notes.txt").read_text() == "not a database\n" * 50  # left untouched
+    assert list((tmp_path / "a_dir").iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["file", "unwritable"])
+def test_an_unusable_out_directory(tmp_path, capsys, where):
+    out = tmp_path / "a_file" if where == "file" else Path("/proc/netarchitect-out")
+    if where == "file":
+        out.write_text("x")
+    code, err = cli(["design", "--task", "moons", "--out", str(out)], capsys)
+    assert code == 2
+    one_line_error(err, "--out", str(out))
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["a_file"] if where == "file" else [])
+
+
+@pytest.mark.slow
+def test_changing_objectives_on_resume_is_refused(tmp_path, capsys):
+    space = tmp_path / "tiny.yaml"
+    space.write_text(
+        "nodes:\n  - {id: fc, block: linear, params: {out_features: !choice [4, 8]}}\n"
+        "  - {id: act, block: relu}\n  - {id: head, block: linear, params: {out_features: 2}}\n"
+        "train: {epochs: 2, lr: 0.05}\n"
+    )
+    out = tmp_path / "runs"
+    argv = ["design", "--task", "moons", "--space", str(space), "--workers", "0", "--out", str(out)]
+    assert cli([*argv, "--trials", "1"], capsys)[0] == 0
+    run = out / "moons"
+    before = {p: p.read_bytes() for p in (run / "run.json", run / "report.md")}
+    code, err = cli([*argv, "--trials", "2", "--objectives", "accuracy,params"], capsys)
+    assert code == 2
+    one_line_error(
+        err, "study 'moons' was created with objectives 'accuracy,macs', not 'accuracy,params'"
+    )
+    assert {p: p.read_bytes() for p in before} == before  # settings and report untouched
+    code, err = cli([*argv, "--trials", "2", "--objectives", "accuracy"], capsys)
+    assert code == 2 and "created with objectives 'accuracy,macs'" in err
+    from netarchitect.search.report import load_run_study
+
+    _, study = load_run_study(run)
+    assert len(study.trials) == 1 and study.user_attrs["objectives"] == "accuracy,macs"
+
+
+@pytest.mark.slow
+def test_report_on_a_damaged_or_missing_database(tmp_path, capsys):
+    space = tmp_path / "tiny.yaml"
+    space.write_text(
+        "nodes:\n  - {id: fc, block: linear, params: {out_features: !choice [4, 8]}}\n"
+        "  - {id: head, block: linear, params: {out_features: 2}}\ntrain: {epochs: 1}\n"
+    )
+    out = tmp_path / "runs"
+    argv = ["design", "--task", "moons", "--space", str(space), "--workers", "0", "--out", str(out)]
+    assert cli([*argv, "--trials", "1"], capsys)[0] == 0
+    run = out / "moons"
+    for suffix in ("-wal", "-shm"):
+        (run / f"study.db{suffix}").unlink(missing_ok=True)
+    data = (run / "study.db").read_bytes()
+    (run / "study.db").write_bytes(data[:100] + b"\xff" * (len(data) - 100))  # page 1 survives
+    code, err = cli(["report", str(run)], capsys)
+    assert code == 2
+    one_line_error(err, "storage sqlite:///")
+    (run / "study.db").write_text("garbage " * 100)
+    code, err = cli(["report", str(run)], capsys)
+    assert code == 2
+    one_line_error(err, "file is not a database")
+    (run / "study.db").unlink()
+    code, err = cli(["report", str(run)], capsys)
+    assert code == 2
+    one_line_error(err, "no study database at")
+    assert not (run / "study.db").exists()  # never created by reading
+
+
+def test_design_api_rejects_an_unusable_out_directory(tmp_path):
+    from netarchitect import NetArchitectError
+    from netarchitect.search import design
+
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(NetArchitectError, match="--out: cannot write the run directory .*a_file"):
+        design(task="moons", out=tmp_path / "a_file")
+    assert (tmp_path / "a_file").read_text() == "x"
+
+
+def test_report_of_a_database_that_cannot_be_read(run_cli, tmp_path):
+    import sqlite3
+
+    from netarchitect.search.config import RunConfig
+    from netarchitect.search.storage import create_or_load_study, default_url, open_storage
+
+    RunConfig(study="s", storage=default_url(tmp_path), run_dir=str(tmp_path)).save()
+    create_or_load_study(open_storage(default_url(tmp_path)), "s", ["maximize"])
+    with sqlite3.connect(tmp_path / "study.db") as con:
+        con.execute("DROP TABLE trials")  # the study is there, its trials are not
+    code, _, err = run_cli(["report", str(tmp_path)])
+    assert code == 2
+    one_line_error(err, "cannot read storage sqlite:///", "no such table: trials")

@@ -102,3 +102,29 @@ def test_a_space_whose_candidates_never_fit_together():
 def test_rejected_carries_the_reason():
     err = Rejected("params", "params 420 > 100")
     assert err.reason == "params" and str(err) == "params: params 420 > 100"
+
+
+def test_a_classifier_has_one_output_of_num_classes():
+    from netarchitect import SpecError, load_spec
+    from netarchitect.search.constraints import check_classifier
+
+    def spec(shape, outputs=("head",)):
+        return load_spec(
+            {
+                "name": "c",
+                "inputs": {"x": {"shape": shape}},
+                "nodes": [
+                    {"id": "body", "block": "linear", "params": {"out_features": 4}},
+                    {"id": "head", "block": "linear", "params": {"out_features": 3}},
+                ],
+                "outputs": list(outputs),
+            }
+        )
+
+    check_classifier(spec([8]), 3)
+    with pytest.raises(SpecError, match=r"outputs per-sample shape \[2, 3\] for inputs \[2, 8\]"):
+        check_classifier(spec([2, 8]), 3)
+    with pytest.raises(SpecError, match=r"must output \[5\]"):
+        check_classifier(spec([8]), 5)
+    with pytest.raises(SpecError, match="one output, got \\['body', 'head'\\]"):
+        check_classifier(spec([8], ("body", "head")), 3)

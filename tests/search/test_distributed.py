@@ -3,6 +3,7 @@ file, and PostgreSQL shared by two "machines" (run directories)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ from netarchitect.search import render_report
 from netarchitect.search.design import prepare_run
 from netarchitect.search.final import finalize
 from netarchitect.search.storage import open_storage
-from netarchitect.search.worker import finished, run_worker, weights_path
+from netarchitect.search.worker import finished, run_worker, trained, weights_path
 
 pytestmark = pytest.mark.slow
 
@@ -80,6 +81,8 @@ def test_resume_after_kill_9_of_a_worker_mid_trial(tmp_path, config_factory, wor
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert retries[0].params == killed.params  # the same candidate, trained again
     assert {n: trials[n].values for n in kept} == kept  # no completed trial was lost
+    done = [t for t in trials if trained(t)]  # the resumed worker replays no earlier candidate
+    assert len({json.dumps(t.params, sort_keys=True) for t in done}) == len(done)
     assert finished(load(config)) >= 3
     report = render_report(config.run_dir).read_text()
     assert f"worker lost; retried as trial {retries[0].number}" in report
@@ -97,7 +100,7 @@ def test_two_local_workers_share_one_study(tmp_path, config_factory, worker_comm
     for i, path in enumerate(logs):
         with path.open("wb") as log:
             procs.append(
-                subprocess.Popen(worker_command(config, i), stdout=log, stderr=subprocess.STDOUT)
+                subprocess.Popen(worker_command(config), stdout=log, stderr=subprocess.STDOUT)
             )
     for p in procs:
         p.wait(timeout=300)
@@ -108,6 +111,8 @@ def test_two_local_workers_share_one_study(tmp_path, config_factory, worker_comm
     assert finished(load(config)) >= 6
     assert not [t for t in trials if t.state == TrialState.FAIL]
     assert len({t.user_attrs["worker"] for t in trials}) == 2  # both processes ran trials
+    done = [t for t in trials if trained(t)]  # two processes never train one candidate twice
+    assert len({json.dumps(t.params, sort_keys=True) for t in done}) == len(done)
 
 
 def test_postgresql_study_shared_by_two_run_directories(tmp_path, config_factory, postgres_url):
@@ -120,7 +125,7 @@ def test_postgresql_study_shared_by_two_run_directories(tmp_path, config_factory
     )  # another machine: its own run directory
     second.study = study
     prepare_run(second)
-    assert run_worker(second, index=1) == 5
+    assert run_worker(second) == 5
     pg = load(second)
     firsts = {n for n in range(5) if weights_path(first.run_dir, n).is_file()}
     seconds = {n for n in range(5) if weights_path(second.run_dir, n).is_file()}

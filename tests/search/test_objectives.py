@@ -8,6 +8,7 @@ import pytest
 from netarchitect import NetArchitectError
 from netarchitect.search import OBJECTIVES, dominates, hypervolume, pareto_front, parse_objectives
 from netarchitect.search.objectives import make_sampler
+from netarchitect.search.seeding import TrialSeededSampler, trial_stream_seed
 
 MAX_MIN = ["maximize", "minimize"]
 
@@ -58,10 +59,60 @@ def test_hypervolume_closed_forms():
 
 
 def test_samplers():
-    assert isinstance(make_sampler("auto", 1, seed=0, trials=40), optuna.samplers.TPESampler)
-    nsga = make_sampler("auto", 2, seed=0, trials=40)
-    assert isinstance(nsga, optuna.samplers.NSGAIISampler)
-    assert isinstance(make_sampler("random", 2, seed=0, trials=40), optuna.samplers.RandomSampler)
-    assert isinstance(make_sampler("tpe", 2, seed=0, trials=40), optuna.samplers.TPESampler)
+    def inner(name, n):
+        sampler = make_sampler(name, n, seed=0, trials=40)
+        assert isinstance(sampler, TrialSeededSampler)
+        return sampler.inner
+
+    assert isinstance(inner("auto", 1), optuna.samplers.TPESampler)
+    assert isinstance(inner("auto", 2), optuna.samplers.NSGAIISampler)
+    assert isinstance(inner("random", 2), optuna.samplers.RandomSampler)
+    assert isinstance(inner("tpe", 2), optuna.samplers.TPESampler)
     with pytest.raises(NetArchitectError, match="unknown sampler 'nsga'"):
         make_sampler("nsga", 2, seed=0, trials=40)
+
+
+def draws(study: optuna.Study, n: int) -> list[dict]:
+    for _ in range(n):
+        t = study.ask()
+        x = t.suggest_float("x", 0, 1)
+        t.suggest_categorical("c", ["a", "b", "c", "d"])
+        study.tell(t, [x, -x])
+    return [t.params for t in study.trials]
+
+
+@pytest.mark.parametrize("name", ["random", "nsga2", "tpe"])
+def test_each_trial_draws_from_its_own_stream(tmp_path, name):
+    """Resuming (a new sampler object on the same storage) or adding a second process never
+    replays the draws of earlier trials; the same seed gives the same trials."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+
+    def sampler(seed=0):
+        return make_sampler(name, 2, seed=seed, trials=16)
+
+    def study(name_, seed=0):
+        return optuna.create_study(
+            study_name=name_,
+            storage=url,
+            directions=["maximize", "minimize"],
+            sampler=sampler(seed),
+            load_if_exists=True,
+        )
+
+    first = draws(study("a"), 4)
+    resumed = draws(study("a"), 4)  # a new process with the same seed continues the study
+    assert resumed[:4] == first
+    assert len({repr(sorted(p.items())) for p in resumed}) == 8  # nothing replayed
+    two = [study("b"), study("b")]  # two processes on one study, interleaved
+    for _ in range(3):
+        for s in two:
+            draws(s, 1)
+    assert len({repr(sorted(t.params.items())) for t in two[0].trials}) == 6
+    assert draws(study("c"), 8) == resumed  # the same seed: the same trials
+    assert draws(study("d", seed=1), 4) != first
+
+
+def test_trial_stream_seeds():
+    assert trial_stream_seed(0, 5) == trial_stream_seed(0, 5)
+    assert len({trial_stream_seed(s, n) for s in range(3) for n in range(3)}) == 9
+    assert trial_stream_seed(1, 1) != trial_stream_seed(2, 0)  # not seed + number

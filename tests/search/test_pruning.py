@@ -54,10 +54,35 @@ def test_trials_on_the_front_at_each_epoch_run_to_the_end():
 
 
 def test_one_good_epoch_resets_the_patience():
-    # Dominated at epoch 2; at epoch 3 its best (0.96) beats the cheap trial's 0.95, which
-    # catches up (0.96) at epoch 4: dominated again at 4 and 5 -> stopped at 5, not at 3 or 4.
+    # Plain dominance (margin 0): dominated at epoch 2; at epoch 3 its best (0.96) beats the cheap
+    # trial's 0.95, which catches up (0.96) at epoch 4: dominated again at 4 and 5 -> stopped at 5.
     curve = [0.1, 0.2, 0.5, 0.96, 0.96, 0.96, 0.96]
-    assert run(ParetoStopRule(REFS, (10_000.0,)), curve) == 5
+    assert run(ParetoStopRule(REFS, (10_000.0,), margin=0), curve) == 5
+
+
+def test_the_margin_keeps_ties_and_small_leads_running():
+    # The same curve with the default margin (0.0075): a tie with a cheaper trial is not enough.
+    curve = [0.1, 0.2, 0.5, 0.96, 0.96, 0.96, 0.96]
+    assert run(ParetoStopRule(REFS, (10_000.0,)), curve) is None
+    sample = 1 / 360  # one sample of digits' validation split
+    cheap = [Reference((0.9, 0.99, 0.99, 0.99), (1_000.0,))] * 4
+    for behind, stopped_at in ((1, None), (2, None), (3, 2)):
+        curve = [0.9, 0.99 - behind * sample, 0.99 - behind * sample, 0.9]
+        assert run(ParetoStopRule(cheap, (5_000.0,), warmup_steps=1), curve) == stopped_at
+    assert run(ParetoStopRule(cheap, (5_000.0,), warmup_steps=1, margin=0), curve) == 1  # tie at 0
+
+
+def test_trials_are_compared_at_the_same_point_of_their_schedules():
+    r = Reference((0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95), (1.0,), epochs=10)
+    assert [r.aligned(s, 5) for s in range(5)] == [1, 3, 5, 7, 9]  # half as many planned
+    assert [r.aligned(s, 20) for s in (0, 1, 2, 19)] == [0, 0, 1, 9]
+    assert r.aligned(3, 10) == r.aligned(3, None) == Reference((), (1.0,)).aligned(3, 7) == 3
+    # A 5-epoch trial reaching 0.5 at its 3rd epoch is behind the reference's 0.6 at the same
+    # point of the schedule (epoch 6 of 10), not ahead of its 0.3 at epoch 3.
+    refs = [r] * 4
+    short = [0.2, 0.4, 0.5, 0.55, 0.6]
+    assert run(ParetoStopRule(refs, (2.0,), epochs=5, warmup_steps=1), short) == 3  # patience 2
+    assert run(ParetoStopRule(refs, (2.0,), warmup_steps=1), short) is None  # same-epoch view
 
 
 def test_equal_points_do_not_dominate_and_too_few_references_never_stop():
@@ -79,6 +104,7 @@ def test_references_read_completed_trials_with_curves():
     t = study.ask()
     rule = make_stopper(t, objs, {"params": 1, "macs": 200.0, "latency": None}, True, epochs=20)
     assert isinstance(rule, ParetoStopRule) and rule.costs == (200.0,) and len(rule.refs) == 1
+    assert rule.refs[0].epochs is None and rule.epochs == 20
     assert rule.warmup_steps == 8
     assert make_stopper(t, objs, {}, False) is None
 

@@ -59,3 +59,28 @@ def test_ctrl_c_stops_the_worker_processes(config_factory, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_search(config, workers=2, console=quiet())
     assert len(spawned) == 2 and all(p.poll() is not None for p in spawned)
+
+
+def test_each_process_claims_its_own_log(tmp_path):
+    import threading
+
+    from netarchitect.search.runner import claim_log
+
+    claimed: list = []
+
+    def claim() -> None:
+        path, fh = claim_log(tmp_path / "logs", "worker")
+        fh.close()
+        claimed.append(path)
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    names = sorted(p.name for p in claimed)
+    assert len(set(names)) == 8 and all(n.startswith("worker-") for n in names)
+    assert {n.rsplit("-", 1)[1] for n in names} == {f"{k}.log" for k in range(8)}
+    path, fh = claim_log(tmp_path / "logs", "worker")  # a later run: the next free number
+    fh.close()
+    assert path.name.endswith("-8.log")

@@ -453,3 +453,29 @@ def test_suggest_all_samples_every_dimension_for_nsga2():
     trial = study.ask()
     fixed_repeat.suggest_all(trial)
     assert set(trial.params) == {"nodes[0].body[0].block"}  # a fixed count is not a parameter
+
+
+def test_a_binary_space_file_is_a_spec_error(tmp_path):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(bytes(range(256)))
+    with pytest.raises(SpecError, match=r"binary\.yaml. is binary, not YAML or JSON text"):
+        SearchSpace.from_spec(path)
+
+
+def test_space_files_are_read_within_bounds(tmp_path) -> None:
+    from netarchitect.errors import SpecError
+    from netarchitect.search.space import load_space_data
+
+    bomb = 'a: &a [1,1,1,1,1,1,1,1,1]\n'
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        bomb += f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]\n"
+    path = tmp_path / "bomb.yaml"
+    path.write_text(bomb)
+    with pytest.raises(SpecError, match="expands to more than"):
+        load_space_data(path)
+    with pytest.raises(SpecError, match="nested deeper than"):
+        load_space_data("nodes: " + "[" * 100 + "]" * 100)
+    binary = tmp_path / "space.yaml"
+    binary.write_bytes(b"\x00\x01\x02")
+    with pytest.raises(SpecError, match="is binary"):
+        load_space_data(binary)

@@ -57,7 +57,7 @@ def test_create_or_load_checks_directions_and_identity(tmp_path):
     assert len(again.trials) == 1 and again.user_attrs["space_hash"] == "abc"
     with pytest.raises(StorageError, match="directions"):
         create_or_load_study(storage, "s", ["maximize"])
-    with pytest.raises(StorageError, match="different space hash"):
+    with pytest.raises(StorageError, match="created with space hash 'abc', not 'xyz'"):
         create_or_load_study(storage, "s", ["maximize", "minimize"], attrs={"space_hash": "xyz"})
 
 
@@ -101,3 +101,42 @@ def test_a_missing_database_driver_is_a_storage_error():
 def test_missing_postgres_driver_names_the_extra():
     with pytest.raises(StorageError, match=r"netarchitect\[postgres\]"):
         open_storage("postgresql+pg8000://user:pw@127.0.0.1:1/db")
+
+
+def test_unusable_sqlite_paths_are_one_line_storage_errors(tmp_path):
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(StorageError, match=r"folder is a directory$"):
+        open_storage(f"sqlite:///{tmp_path / 'folder'}")
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database\n" * 40)
+    with pytest.raises(StorageError, match="notes.txt: file is not a database$"):
+        open_storage(f"sqlite:///{text}")
+    assert text.read_text() == "not a database\n" * 40
+    with pytest.raises(
+        StorageError, match=r"cannot open storage sqlite:////proc/na/x\.db: \[Errno"
+    ):
+        open_storage("sqlite:////proc/na/x.db")
+    missing = tmp_path / "run" / "study.db"
+    with pytest.raises(StorageError, match="no study database at"):
+        open_storage(f"sqlite:///{missing}", create=False)
+    assert not missing.parent.exists()  # reading creates nothing
+    plain = tmp_path / "plain.db"  # a SQLite file without Optuna's tables, opened to read
+    sqlite3.connect(plain).execute("CREATE TABLE t (x)").connection.commit()
+    with pytest.raises(StorageError, match="no such table"):
+        open_storage(f"sqlite:///{plain}", heartbeat_interval=None, create=False)
+    tables = sqlite3.connect(plain).execute("SELECT name FROM sqlite_master").fetchall()
+    assert tables == [("t",)]  # no table was created in it
+
+
+def test_a_study_keeps_its_objectives(tmp_path):
+    storage = open_storage(default_url(tmp_path), heartbeat_interval=None)
+    create_or_load_study(
+        storage, "s", ["maximize", "minimize"], attrs={"objectives": "accuracy,macs"}
+    )
+    with pytest.raises(
+        StorageError,
+        match="study 's' was created with objectives 'accuracy,macs', not 'accuracy,params'; re-run",
+    ):
+        create_or_load_study(
+            storage, "s", ["maximize", "minimize"], attrs={"objectives": "accuracy,params"}
+        )

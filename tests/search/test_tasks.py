@@ -94,5 +94,55 @@ def test_unreadable_data_files(tmp_path):
         load_npz_task(tmp_path / "nope.npz")
     bad = tmp_path / "bad.npz"
     bad.write_text("not a zip")
-    with pytest.raises(DataError, match="not a readable .npz"):
+    with pytest.raises(DataError, match=r"not an \.npz archive; save X and y with numpy\.savez"):
         load_npz_task(bad)
+    np.save(tmp_path / "plain.npy", np.zeros((10, 2)))
+    with pytest.raises(DataError, match="not an .npz archive"):
+        load_npz_task(tmp_path / "plain.npy")
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "other.npz", "w") as z:
+        z.writestr("X.npy", b"\x93NUMPY\x01\x00 truncated header")
+    with pytest.raises(DataError, match="not a readable .npz"):
+        load_npz_task(tmp_path / "other.npz")
+
+
+def sklearn_splits(n: int, k: int) -> bool:
+    """Whether scikit-learn's two stratified splits (as tasks.py makes them) succeed."""
+    from sklearn.model_selection import train_test_split
+
+    y = np.arange(n) % k
+    try:
+        rest, _ = train_test_split(np.arange(n), test_size=0.2, stratify=y, random_state=0)
+        train_test_split(rest, test_size=0.25, stratify=y[rest], random_state=0)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("k", [2, 3, 10])
+def test_too_few_samples_for_the_three_way_split(k):
+    x = np.random.default_rng(0).normal(size=(60, 3))
+    for n in range(3 * k, 6 * k):  # every class has at least 3 samples
+        if sklearn_splits(n, k):
+            task = task_from_arrays("ok", x[:n], np.arange(n) % k)
+            for part in (task.y_train, task.y_val, task.y_test):  # every class in every part
+                assert len(set(part.tolist())) == k
+            continue
+        with pytest.raises(DataError, match=rf"^few: {n} samples are too few .* of {k} classes"):
+            task_from_arrays("few", x[:n], np.arange(n) % k)
+    with pytest.raises(DataError, match="6 samples are too few .* give at least 7$"):
+        task_from_arrays("few", x[:6], [0, 0, 0, 1, 1, 1])
+
+
+def test_standardising_uses_float64_and_overflow_is_an_error():
+    rng = np.random.default_rng(0)
+    y = np.arange(40) % 2
+    extreme = np.where(rng.random((40, 3)) > 0.5, 3e38, -3e38).astype(np.float32)
+    task = task_from_arrays("extreme", extreme, y)  # at float32's limit, still usable
+    assert torch.isfinite(task.x_train).all() and task.x_train.abs().max() < 3
+    images = task_from_arrays("images", rng.normal(size=(40, 4, 4)) * 1e30, y)
+    assert abs(float(images.x_train.mean())) < 0.5 and 0.5 < float(images.x_train.std()) < 2
+    for big in (np.full((40, 3), 1e200) * np.where(rng.random((40, 3)) > 0.5, 1, -1),):
+        with pytest.raises(DataError, match=r"cannot be standardised: values up to 1e\+200"):
+            task_from_arrays("huge", big, y)

@@ -12,12 +12,22 @@ from rich.console import Console
 from netarchitect import BudgetError
 from netarchitect.analysis import count_params
 from netarchitect.search import render_report, train
+from netarchitect.search.constraints import Rejected
 from netarchitect.search.design import prepare_run
 from netarchitect.search.final import front_trials
-from netarchitect.search.pruning import fully_trained, is_stopped, references
+from netarchitect.search.pruning import fully_trained, is_reused, is_stopped, references
 from netarchitect.search.runner import run_search, status_of
 from netarchitect.search.storage import create_or_load_study, open_storage
-from netarchitect.search.worker import main, run_worker, trial_seed, weights_path
+from netarchitect.search.worker import (
+    CandidateObjective,
+    StopWhenDone,
+    candidate_key,
+    main,
+    run_worker,
+    trained,
+    trial_seed,
+    weights_path,
+)
 
 WIDE = """
 name: wide
@@ -25,7 +35,7 @@ nodes:
   - {id: fc, block: linear, params: {out_features: !choice [4, 512]}}
   - {id: act, block: relu}
   - {id: head, block: linear, params: {out_features: $num_classes}}
-train: {epochs: !int [2, 3], lr: 0.03, patience: 5}
+train: {epochs: !int [2, 3], lr: !float [0.01, 0.05], patience: 5}
 """
 
 
@@ -180,3 +190,116 @@ def test_stopped_trials_are_recorded_for_the_sampler_and_never_chosen(config_fac
         assert t.state == (TrialState.COMPLETE if len(objectives) > 1 else TrialState.PRUNED)
     assert front_trials(study.trials, config.parsed_objectives()) == []
     assert references(study, config.parsed_objectives()) == []
+
+
+FOUR = """
+nodes:
+  - {id: fc, block: linear, params: {out_features: !choice [4, 8]}}
+  - {id: act, block: !choice [relu, tanh]}
+  - {id: head, block: linear, params: {out_features: $num_classes}}
+train: {epochs: 2, lr: 0.03}
+"""
+
+
+@pytest.mark.parametrize("sampler", ["random", "nsga2"])
+def test_a_candidate_is_trained_once_and_its_result_reused(config_factory, tmp_path, sampler):
+    space = tmp_path / "four.yaml"
+    space.write_text(FOUR)  # four candidates in all
+    config = config_factory(space=space, trials=4, sampler=sampler, max_repeats=20)
+    prepare_run(config)
+    trainer = CountingTrainer()
+    assert run_worker(config, trainer=trainer) == 4
+    trials = load(config).trials
+    done = [t for t in trials if trained(t)]
+    assert len(trainer.params) == len(done) == 4
+    assert len({t.user_attrs["candidate"] for t in done}) == 4
+    reused = [t for t in trials if is_reused(t)]
+    for t in reused:  # the same candidate's values and curve, without training
+        source = trials[t.user_attrs["reused_from"]]
+        assert t.values == source.values and t.user_attrs["curve"] == source.user_attrs["curve"]
+        assert not weights_path(config.run_dir, t.number).exists()
+        assert not fully_trained(t) and not is_stopped(t)
+    config.trials = 6  # more than the space holds: stops after max_repeats repeats in a row
+    config.max_repeats = 3
+    assert run_worker(config, trainer=trainer) == 4 and len(trainer.params) == 4
+    assert sum(is_reused(t) for t in load(config).trials) >= len(reused) + 3
+    report = render_report(config.run_dir).read_text()
+    assert f"{sum(is_reused(t) for t in load(config).trials)} reused an earlier trial's result" in (
+        report
+    )
+    assert "its result reused, not trained" in report
+    assert [e["trial"] for e in final_entries(config)] == [
+        t.number for t in front_trials(load(config).trials, config.parsed_objectives())
+    ]
+
+
+def final_entries(config):
+    from netarchitect.search.final import finalize
+
+    return finalize(config, load(config))
+
+
+def test_reuse_running_and_stopped_duplicates(config_factory):
+    config = config_factory(objectives=["accuracy"], sampler="tpe")
+    task = config.load_task()
+    objective = CandidateObjective(
+        config,
+        task,
+        config.load_space(task),
+        config.parsed_objectives(),
+        config.parsed_budget(),
+    )
+    create_or_load_study(open_storage(config.storage), config.study, config.directions)
+    study = load(config)
+    running = study.ask()
+    running.set_user_attr("candidate", "k")
+    other = study.ask()
+    with pytest.raises(Rejected, match="duplicate: the same candidate as trial 0, running now"):
+        objective._reuse(other, "k")
+    study.tell(other, state=TrialState.FAIL)
+    running.set_user_attr("curve", [0.5, 0.75])
+    study.tell(running, [0.75])
+    again = study.ask()
+    assert objective._reuse(again, "k") == [0.75]
+    assert again.user_attrs["reused_from"] == 0 and again.user_attrs["curve"] == [0.5, 0.75]
+    study.tell(again, [0.75])
+    pruned = study.ask()
+    pruned.set_user_attr("candidate", "p")
+    study.tell(pruned, state=TrialState.PRUNED)
+    with pytest.raises(optuna.TrialPruned):
+        objective._reuse(study.ask(), "p")
+    assert objective._reuse(study.ask(), "new") is None
+    assert candidate_key("h", {"lr": 0.1, "epochs": 2}) == candidate_key(
+        "h", {"epochs": 2, "lr": 0.1}
+    )
+    assert candidate_key("h", {"lr": 0.1}) != candidate_key("g", {"lr": 0.1})
+
+
+def test_stop_rule_counts_repeats_apart_from_rejections():
+    study = optuna.create_study()
+    stopped: list[int] = []
+    study.stop = lambda: stopped.append(len(study.trials))  # type: ignore[method-assign]
+    stop = StopWhenDone(target=10, max_rejections=2, max_repeats=3)
+
+    def trial(state, **attrs):
+        t = study.ask()
+        for k, v in attrs.items():
+            t.set_user_attr(k, v)
+        study.tell(t, 0.5 if state == TrialState.COMPLETE else None, state=state)
+        return study.trials[-1]
+
+    def rejected(reason="params"):
+        return trial(TrialState.FAIL, rejected=reason, violation="x")
+
+    stop(study, rejected())
+    stop(study, rejected("duplicate"))  # a duplicate is not a budget rejection ...
+    assert (stop.rejections, stop.idle, stop.repeats) == (0, 2, 1)
+    stop(study, trial(TrialState.COMPLETE))  # ... and a trained trial resets everything
+    assert (stop.rejections, stop.idle, stop.repeats) == (0, 0, 0)
+    stop(study, rejected())
+    stop(study, trial(TrialState.COMPLETE, reused_from=0))  # a feasible candidate exists
+    assert stop.rejections == 0 and not stopped
+    stop(study, rejected())
+    assert stopped == [6]  # three trials without a new candidate, one a repeat: exhausted
+    with pytest.raises(BudgetError, match="2 candidates in a row were rejected"):
+        stop(study, rejected())

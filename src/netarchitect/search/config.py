@@ -47,6 +47,7 @@ class RunConfig:
     heartbeat_interval: int = 2
     grace_period: int = 10
     max_rejections: int = 200
+    max_repeats: int = 50
 
     # ------------------------------------------------------------------ derived objects
 
@@ -90,5 +91,5 @@ class RunConfig:
             raise NetArchitectError(f"{path.parent}: not a search run directory (no {RUN_FILE})")
         try:
             return cls(**json.loads(path.read_text(encoding="utf-8")))
-        except (json.JSONDecodeError, TypeError) as exc:
+        except (json.JSONDecodeError, TypeError, UnicodeDecodeError, OSError) as exc:
             raise NetArchitectError(f"{path}: unreadable run settings ({exc})") from None

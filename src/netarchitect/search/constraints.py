@@ -23,7 +23,16 @@ from ..errors import BudgetError, SpecError
 from ..network import build
 from ..spec import NetworkSpec
 
-__all__ = ["Budget", "Measurement", "Rejected", "Violation", "check", "find_feasible", "measure"]
+__all__ = [
+    "Budget",
+    "Measurement",
+    "Rejected",
+    "Violation",
+    "check",
+    "check_classifier",
+    "find_feasible",
+    "measure",
+]
 
 
 @dataclass(frozen=True)
@@ -139,6 +148,25 @@ def measure_latency(spec: NetworkSpec, *, seed: int = 0, repeats: int = 5) -> fl
     model = build(spec, seed=seed).eval()
     x = torch.zeros((1, *spec.inputs[0].shape))
     return latency(model, x, warmup=2, repeats=repeats, threads=1, backward=False).forward.median_ms
+
+
+def check_classifier(spec: NetworkSpec, num_classes: int) -> None:
+    """A :class:`SpecError` unless ``spec`` has one output of per-sample shape
+    ``(num_classes,)`` (inferred on ``meta``): what the trainer's loss needs."""
+    from ..network import infer_shapes
+
+    if len(spec.outputs) != 1:
+        raise SpecError(
+            f"outputs: a classifier has one output, got {list(spec.outputs)}", path="outputs"
+        )
+    shape = tuple(infer_shapes(spec)[spec.outputs[0]])
+    if shape != (num_classes,):
+        raise SpecError(
+            f"outputs: the network outputs per-sample shape {list(shape)} for inputs "
+            f"{list(spec.inputs[0].shape)}; a classifier of {num_classes} classes must output "
+            f"[{num_classes}] (flatten or pool the input first)",
+            path="outputs",
+        )
 
 
 def check(

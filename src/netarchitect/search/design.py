@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,10 @@ from typing import Any
 import optuna
 from rich.console import Console
 
-from ..errors import BudgetError, NetArchitectError
+from ..errors import BudgetError, NetArchitectError, SpecError
 from .config import RunConfig
-from .constraints import Budget, find_feasible
+from .constraints import Budget, check_classifier, find_feasible
+from .expand import FirstTrial
 from .final import finalize
 from .objectives import SAMPLERS, parse_objectives
 from .proxies import PROXIES
@@ -32,7 +34,7 @@ from .report import render_report
 from .runner import run_search
 from .space import SearchSpace
 from .storage import create_or_load_study, default_url, open_storage, safe_url
-from .tasks import Task
+from .tasks import Task, get_task, list_tasks
 
 __all__ = ["DEFAULT_MAX_PARAMS", "DEFAULT_TRIALS", "DesignResult", "default_workers", "design"]
 
@@ -88,9 +90,19 @@ def _check_options(
 
 
 def _open_log(run_dir: Path) -> logging.Handler:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(run_dir / "design.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    """Append to ``RUN_DIR/design.log``; each line names the host and process that wrote it."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(run_dir / "design.log", encoding="utf-8")
+    except OSError as exc:
+        raise NetArchitectError(
+            f"--out: cannot write the run directory {run_dir}: {exc.strerror or exc}"
+        ) from None
+    handler.setFormatter(
+        logging.Formatter(
+            f"%(asctime)s %(levelname)s {socket.gethostname()}:{os.getpid()} %(message)s"
+        )
+    )
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     return handler
@@ -114,12 +126,19 @@ def prepare_run(
             highlight=False,
         )
     find_feasible(space, budget, seed=config.seed)
+    try:
+        check_classifier(space.sample(FirstTrial()), task.num_classes)
+    except SpecError as exc:
+        raise SpecError(
+            f"{config.space_path(task).name} does not fit the data ({task.describe()}): {exc}"
+        ) from None
     space_text = config.space_path(task).read_text(encoding="utf-8")
     study = create_or_load_study(
         open_storage(config.storage),
         config.study,
         config.directions,
         attrs={
+            "objectives": ",".join(config.objectives),
             "space_hash": hashlib.sha256(space_text.encode()).hexdigest()[:16],
             "task": task.name,
         },
@@ -159,6 +178,8 @@ def design(
     console = console or Console()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     workers = default_workers() if workers is None else workers
+    if not data and task not in list_tasks():
+        get_task(task)  # the unknown task's one-line error, before the study name is derived
     study = study or (Path(data).stem if data else task)
     _check_options(trials, timeout, workers, seed, sampler, proxy, study)
     objs = parse_objectives(objectives)

@@ -14,6 +14,7 @@ import optuna
 
 from ..errors import NetArchitectError
 from ..registry import suggest
+from .seeding import TrialSeededSampler
 
 __all__ = [
     "OBJECTIVES",
@@ -143,16 +144,21 @@ def resolve_sampler(name: str, n_objectives: int) -> str:
 def make_sampler(
     name: str, n_objectives: int, *, seed: int, trials: int
 ) -> optuna.samplers.BaseSampler:
-    """``auto`` is TPE for one objective and NSGA-II for several; ``random`` is the baseline."""
-    if name not in SAMPLERS:
-        raise NetArchitectError(
-            f"--sampler: unknown sampler {name!r}{suggest(name, list(SAMPLERS))}"
-        )
-    if name == "auto":
-        name = "tpe" if n_objectives == 1 else "nsga2"
+    """``auto`` is TPE for one objective and NSGA-II for several; ``random`` is the baseline.
+
+    Each trial draws from its own stream, seeded from ``(seed, trial number)``
+    (:class:`~.seeding.TrialSeededSampler`): resumed runs and concurrent workers never
+    replay each other's draws.
+    """
+    name = resolve_sampler(name, n_objectives)
     if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+        return TrialSeededSampler(lambda s: optuna.samplers.RandomSampler(seed=s), seed)
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(3, trials // 5)))
+        startup = min(10, max(3, trials // 5))
+        return TrialSeededSampler(
+            lambda s: optuna.samplers.TPESampler(seed=s, n_startup_trials=startup), seed
+        )
     population = max(8, min(24, trials // 4))
-    return optuna.samplers.NSGAIISampler(seed=seed, population_size=population)
+    return TrialSeededSampler(
+        lambda s: optuna.samplers.NSGAIISampler(seed=s, population_size=population), seed
+    )

@@ -11,7 +11,7 @@ from optuna.trial import FrozenTrial
 
 from .._io import atomic_write
 from .objectives import Objective
-from .pruning import fully_trained, is_stopped
+from .pruning import fully_trained, is_reused, is_stopped
 
 __all__ = ["plot_history", "plot_pareto"]
 
@@ -83,7 +83,10 @@ def plot_history(trials: Sequence[FrozenTrial], path: Path) -> Path:
     """Validation accuracy of each trained trial by trial number, with the running best."""
     fig = Figure(figsize=(6.4, 3.6))
     ax = fig.add_subplot()
-    trained = sorted((t for t in trials if "val_acc" in t.user_attrs), key=lambda t: t.number)
+    trained = sorted(
+        (t for t in trials if "val_acc" in t.user_attrs and not is_reused(t)),
+        key=lambda t: t.number,
+    )
     for stopped, c, label in (
         (False, "tab:blue", "completed"),
         (True, "tab:gray", "stopped early"),

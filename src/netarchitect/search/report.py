@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 
 from .._io import atomic_write_text
@@ -21,21 +22,27 @@ from .config import RunConfig
 from .final import front_trials
 from .objectives import Objective
 from .plots import plot_history, plot_pareto
-from .pruning import fully_trained, is_stopped
-from .storage import open_storage, safe_url
+from .pruning import fully_trained, is_reused, is_stopped
+from .storage import StorageError, error_detail, open_storage, safe_url
 
 __all__ = ["load_run_study", "render_report"]
 
 
 def load_run_study(run_dir: str | Path) -> tuple[RunConfig, optuna.Study]:
-    """The settings and the study of a run directory."""
+    """The settings and the study of a run directory (the storage is only read: a missing
+    database is an error, never created)."""
     config = RunConfig.load(run_dir)
-    storage = open_storage(config.storage, heartbeat_interval=None)
+    storage = open_storage(config.storage, heartbeat_interval=None, create=False)
     try:
         study = optuna.load_study(study_name=config.study, storage=storage)
+        study.get_trials(deepcopy=False)  # read everything once: a damaged file fails here
     except KeyError:
         raise NetArchitectError(
             f"study {config.study!r} not found in {safe_url(config.storage)}"
+        ) from None
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+        raise StorageError(
+            f"cannot read storage {safe_url(config.storage)}: {error_detail(exc)}"
         ) from None
     return config, study
 
@@ -57,6 +64,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 def _note(t: FrozenTrial, retries: dict[int, int]) -> str:
     a = t.user_attrs
+    if is_reused(t):
+        return f"same candidate as trial {a['reused_from']}: its result reused, not trained"
     if "rejected" in a:
         return f"rejected without training: {a.get('violation', a['rejected'])}"
     if is_stopped(t):
@@ -95,6 +104,7 @@ def _trial_rows(trials: Sequence[FrozenTrial]) -> list[list[str]]:
 def _counts(trials: Sequence[FrozenTrial]) -> str:
     complete = sum(fully_trained(t) for t in trials)
     pruned = sum(is_stopped(t) for t in trials)
+    reused = sum(is_reused(t) for t in trials)
     rejected = [t for t in trials if "rejected" in t.user_attrs]
     lost = sum(t.state == TrialState.FAIL and "rejected" not in t.user_attrs for t in trials)
     by: dict[str, int] = {}
@@ -104,6 +114,7 @@ def _counts(trials: Sequence[FrozenTrial]) -> str:
     return (
         f"{len(trials)} trials: {complete} completed, {pruned} stopped early, "
         f"{len(rejected)} rejected without training{f' ({detail})' if detail else ''}, "
+        f"{reused} reused an earlier trial's result, "
         f"{lost} lost with their worker and retried"
     )
 

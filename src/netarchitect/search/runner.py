@@ -1,21 +1,29 @@
 """The study loop: start worker processes (or run in-process) and show live progress.
 
 ``workers >= 1`` starts that many ``python -m netarchitect.search.worker``
-processes (each logs to ``RUN_DIR/logs/worker-I.log``) and polls the storage
+processes and polls the storage
 once a second for the progress line: trial k of n, the best validation
 accuracy, the Pareto front size, rejected candidates and the ETA.
 ``workers == 0`` runs the worker in this process (library use and tests).
 Ctrl-C stops the workers; re-running the same command continues the study.
+Each worker process logs to its own new file, ``RUN_DIR/logs/worker-HOST-K.log``
+(the first free ``K``, claimed atomically): a resumed run, a second ``design``
+process on the same run directory and another machine sharing the directory
+never write into one another's log.
 """
 
 from __future__ import annotations
 
+import itertools
+import re
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -26,7 +34,7 @@ from ..errors import BudgetError, NetArchitectError
 from .config import RUN_FILE, RunConfig
 from .objectives import Objective, pareto_front
 from .pruning import fully_trained
-from .worker import BUDGET_EXIT, DONE, load_worker_study, run_worker
+from .worker import BUDGET_EXIT, load_worker_study, run_worker, trained
 
 __all__ = ["SearchStatus", "run_search", "status_of"]
 
@@ -55,7 +63,7 @@ def status_of(trials: Sequence[FrozenTrial], objectives: Sequence[Objective]) ->
     acc = next(i for i, o in enumerate(objectives) if o.name == "accuracy")
     front = pareto_front([t.values for t in complete], [o.direction for o in objectives])
     return SearchStatus(
-        done=sum(t.state in DONE for t in trials),
+        done=sum(trained(t) for t in trials),
         running=sum(t.state == TrialState.RUNNING for t in trials),
         rejected=sum(t.state == TrialState.FAIL and "rejected" in t.user_attrs for t in trials),
         best_acc=max((t.values[acc] for t in complete), default=None),
@@ -99,21 +107,30 @@ class _Display:
         return status
 
 
+def claim_log(folder: Path, prefix: str) -> tuple[Path, BinaryIO]:
+    """Create ``folder/PREFIX-K.log`` for the first ``K`` no one has taken; returns it open."""
+    folder.mkdir(parents=True, exist_ok=True)
+    host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname()) or "host"
+    for k in itertools.count():
+        path = folder / f"{prefix}-{host}-{k}.log"
+        try:
+            return path, path.open("xb")  # exclusive creation: one owner per name
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _spawn(config: RunConfig, workers: int) -> list[tuple[subprocess.Popen, Path]]:
-    logs = Path(config.run_dir) / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
     out = []
-    for i in range(workers):
-        log = logs / f"worker-{i}.log"
-        with log.open("ab") as fh:
+    for _ in range(workers):
+        log, fh = claim_log(Path(config.run_dir) / "logs", "worker")
+        with fh:
             proc = subprocess.Popen(
                 [
                     sys.executable,
                     "-m",
                     "netarchitect.search.worker",
                     str(Path(config.run_dir) / RUN_FILE),
-                    "--index",
-                    str(i),
                 ],
                 stdout=fh,
                 stderr=subprocess.STDOUT,
@@ -138,9 +155,7 @@ def run_search(
     """Run the study of ``config`` (saved in its run directory) to ``config.trials`` trials."""
     console = console or Console()
     study = load_worker_study(config)
-    display = _Display(
-        console, config, sum(t.state in DONE for t in study.get_trials(deepcopy=False))
-    )
+    display = _Display(console, config, sum(trained(t) for t in study.get_trials(deepcopy=False)))
     with display.progress:
         if workers == 0:
             run_worker(

@@ -20,9 +20,10 @@ from typing import Any
 
 import yaml
 
+from .._yaml import check_bounds, check_data_bounds
 from ..errors import Problem, RegistryError, SpecError
 from ..registry import get_block
-from ..spec import NetworkSpec, load_spec
+from ..spec import NetworkSpec, load_spec, read_text_file
 from .dimensions import Choice, Dim, FloatRange, IntRange, Repeat, SpaceLoader, parse_dimensions
 from .expand import Expander, FirstTrial, TrialLike
 
@@ -89,14 +90,14 @@ def _summary(raw: Any) -> str:
 def load_space_data(source: Mapping[str, Any] | str | Path) -> Any:
     """Read a space from a dict, a YAML/JSON string or a file, understanding the dimension tags."""
     if isinstance(source, Mapping):
+        check_data_bounds(source, "space")
         return source
     text, where = str(source), "space"
     if isinstance(source, Path) or ("\n" not in text and text.endswith((".yaml", ".yml", ".json"))):
         path = Path(source)
-        if not path.is_file():
-            raise SpecError(f"search space file {str(path)!r} does not exist")
-        text, where = path.read_text(encoding="utf-8"), str(path)
+        text, where = read_text_file(path, "search space file"), str(path)
     try:
+        check_bounds(text, where)  # alias bombs and deep nesting, before composing
         return yaml.load(text, Loader=SpaceLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

@@ -34,7 +34,14 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from ..errors import NetArchitectError
 
-__all__ = ["StorageError", "create_or_load_study", "default_url", "open_storage", "safe_url"]
+__all__ = [
+    "StorageError",
+    "create_or_load_study",
+    "default_url",
+    "error_detail",
+    "open_storage",
+    "safe_url",
+]
 
 BUSY_TIMEOUT_S = 120
 DB_NAME = "study.db"
@@ -49,6 +56,16 @@ def default_url(run_dir: str | Path) -> str:
     return f"sqlite:///{Path(run_dir).resolve() / DB_NAME}"
 
 
+_DB_ERRORS = (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError)
+
+
+def error_detail(exc: BaseException) -> str:
+    """The first line of the database's own message behind ``exc`` (SQLAlchemy wraps it)."""
+    cause = exc.__cause__ if isinstance(exc, optuna.exceptions.StorageInternalError) else exc
+    text = str(getattr(cause, "orig", None) or cause or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def safe_url(url: str) -> str:
     """``url`` with any password hidden (for messages and reports)."""
     try:
@@ -57,11 +74,7 @@ def safe_url(url: str) -> str:
         return url
 
 
-def _prepare_sqlite(url: str) -> None:
-    path = sqlalchemy.engine.make_url(url).database
-    if not path or path == ":memory:":
-        return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+def _switch_to_wal(path: str) -> None:
     # Switching to WAL takes an exclusive lock, and SQLite reports SQLITE_BUSY at once
     # (without waiting out the busy timeout) when concurrent first openings collide:
     # check the mode first and retry the switch with backoff.
@@ -80,15 +93,42 @@ def _prepare_sqlite(url: str) -> None:
     raise StorageError(f"{path}: the database stayed locked while switching it to WAL mode")
 
 
+def _prepare_sqlite(url: str, create: bool) -> None:
+    """Check (and with ``create``, make) the SQLite file of ``url``; errors are one line."""
+    path = sqlalchemy.engine.make_url(url).database
+    if not path or path == ":memory:":
+        return
+    db = Path(path)
+    if db.is_dir():
+        raise StorageError(f"cannot open storage {safe_url(url)}: {path} is a directory")
+    if not create and not db.is_file():
+        raise StorageError(f"no study database at {path}")
+    if not create:  # read an existing database as it is (no WAL files appear beside it)
+        return
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        _switch_to_wal(path)
+    except (OSError, sqlite3.Error) as exc:
+        raise StorageError(f"cannot open storage {safe_url(url)}: {error_detail(exc)}") from None
+
+
 def open_storage(
-    url: str, *, heartbeat_interval: int | None = 2, grace_period: int = 10, max_retry: int = 2
+    url: str,
+    *,
+    heartbeat_interval: int | None = 2,
+    grace_period: int = 10,
+    max_retry: int = 2,
+    create: bool = True,
 ) -> RDBStorage:
     """Open (creating its tables if needed) the Optuna RDB storage at ``url``.
 
     Heartbeats every ``heartbeat_interval`` s; a RUNNING trial silent for
     ``grace_period`` s is failed and retried (at most ``max_retry`` times);
     ``heartbeat_interval=None`` opens it for reading and bookkeeping only.
-    An unreachable or malformed URL is a one-line :class:`StorageError`.
+    ``create=False`` opens an existing storage only: a missing SQLite file is an
+    error (not a new empty database) and no table is created.
+    An unreachable or malformed URL, a directory or a file that is not a
+    database is a one-line :class:`StorageError`.
     """
     try:
         dialect = sqlalchemy.engine.make_url(url).get_backend_name()
@@ -98,7 +138,7 @@ def open_storage(
         ) from None
     engine_kwargs: dict[str, Any] = {}
     if dialect == "sqlite":
-        _prepare_sqlite(url)
+        _prepare_sqlite(url, create)
         engine_kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_S}
     elif dialect == "postgresql":
         engine_kwargs["connect_args"] = {"connect_timeout": 10}
@@ -115,12 +155,19 @@ def open_storage(
                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
                         max_retry=max_retry
                     ),
+                    skip_table_creation=not create,
                 )
-        except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError, OSError) as exc:
-            last = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        except (
+            sqlalchemy.exc.SQLAlchemyError,
+            optuna.exceptions.StorageInternalError,
+            ImportError,
+            ValueError,
+            OSError,
+        ) as exc:
+            last = error_detail(exc)
             if isinstance(exc, ImportError) and dialect == "postgresql":
                 last += " (install the driver: pip install 'netarchitect[postgres]')"
-            if not isinstance(exc, sqlalchemy.exc.SQLAlchemyError):
+            if not isinstance(exc, _DB_ERRORS) or not create:
                 break
             time.sleep(0.3 * (attempt + 1))
     raise StorageError(f"cannot open storage {safe_url(url)}: {last}")
@@ -136,9 +183,11 @@ def create_or_load_study(
 ) -> optuna.Study:
     """Create study ``name`` or load it if it exists (retrying a concurrent creation).
 
-    An existing study must have the same ``directions`` and the same values for
-    the identity ``attrs`` (e.g. the search space hash): a mismatch is a
-    :class:`StorageError` telling the user to pick another ``--study``.
+    An existing study must have the same values for the identity ``attrs`` (the
+    objective names, the search space hash, ...) and the same ``directions``: a
+    mismatch is a :class:`StorageError` telling the user to keep the settings or
+    pick another ``--study``. (Attributes are set before trials are added, so a
+    study never holds values of two different objective lists.)
     """
     last: Exception | None = None
     for attempt in range(attempts):
@@ -156,19 +205,20 @@ def create_or_load_study(
             time.sleep(0.2 * (attempt + 1))
     else:
         raise StorageError(f"cannot create or load study {name!r}: {last}")
-    have = [d.name.lower() for d in study.directions]
-    if have != [d.lower() for d in directions]:
-        raise StorageError(
-            f"study {name!r} exists with objectives directions {have}, not {directions}; "
-            "use another --study name"
-        )
     for key, value in (attrs or {}).items():
         stored = study.user_attrs.get(key)
         if stored is None:
             study.set_user_attr(key, value)
         elif stored != value:
             raise StorageError(
-                f"study {name!r} exists with a different {key.replace('_', ' ')}; "
-                "re-run with the same settings to continue it, or use another --study name"
+                f"study {name!r} was created with {key.replace('_', ' ')} {stored!r}, "
+                f"not {value!r}; re-run with the same settings to continue it, "
+                "or use another --study name"
             )
+    have = [d.name.lower() for d in study.directions]
+    if have != [d.lower() for d in directions]:
+        raise StorageError(
+            f"study {name!r} exists with objectives directions {have}, not {directions}; "
+            "use another --study name"
+        )
     return study

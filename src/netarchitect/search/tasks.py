@@ -9,6 +9,9 @@ test part is never used during a search.
 
 from __future__ import annotations
 
+import itertools
+import math
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +128,46 @@ def _check(x: np.ndarray, y: np.ndarray, where: str) -> np.ndarray:
     return labels.astype(np.int64)
 
 
+def _split_sizes(n: int, test: float) -> tuple[int, int]:
+    """(train, test) sizes of scikit-learn's ``train_test_split`` of ``n`` samples."""
+    n_test = math.ceil(test * n)
+    return math.floor((1 - test) * n), n_test
+
+
+def _check_split(n: int, k: int, val: float, test: float, where: str) -> None:
+    """Each of the three stratified parts needs at least one sample of each of the ``k`` classes."""
+
+    def fits(m: int) -> bool:
+        rest, n_test = _split_sizes(m, test)
+        n_train, n_val = _split_sizes(rest, val / (1 - test))
+        return min(n_train, n_val, n_test) >= k
+
+    if not fits(n):
+        need = next(m for m in itertools.count(n + 1) if fits(m))
+        raise DataError(
+            f"{where}: {n} samples are too few for a stratified train/validation/test split "
+            f"of {k} classes (each part needs one sample of every class); give at least {need}"
+        )
+
+
+def _standardise(x: np.ndarray, train_idx: np.ndarray, where: str) -> np.ndarray:
+    """``x`` standardised with training statistics (per feature for vectors), in float64, then
+    cast to float32; values whose standardisation overflows are a :class:`DataError`."""
+    x64, ref = x.astype(np.float64), x[train_idx].astype(np.float64)
+    axis = 0 if x.ndim == 2 else None  # per-feature statistics for vectors
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, std = ref.mean(axis), ref.std(axis)
+        std = np.where(std > 0, std, 1.0)
+        out = ((x64 - mean) / std).astype(np.float32)
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(np.isfinite(out))):
+        big = float(np.abs(x64).max())
+        raise DataError(
+            f"{where}: X cannot be standardised: values up to {big:.3g} in magnitude overflow "
+            "(rescale X, or check for sentinel values)"
+        )
+    return out
+
+
 def task_from_arrays(
     name: str,
     x: np.ndarray,
@@ -137,20 +180,17 @@ def task_from_arrays(
     """Split arrays into a :class:`Task` (stratified, seed :data:`SPLIT_SEED`, standardised)."""
     from sklearn.model_selection import train_test_split
 
-    labels = _check(np.asarray(x), np.asarray(y), name)
-    x = np.asarray(x, dtype=np.float32)
+    x = np.asarray(x)
+    labels = _check(x, np.asarray(y), name)
     if x.ndim == 3:  # (N, H, W) images get a channel dimension
         x = x[:, None]
+    _check_split(len(x), int(labels.max()) + 1, val, test, name)
     idx = np.arange(len(x))
     rest, test_idx = train_test_split(idx, test_size=test, stratify=labels, random_state=SPLIT_SEED)
     train_idx, val_idx = train_test_split(
         rest, test_size=val / (1 - test), stratify=labels[rest], random_state=SPLIT_SEED
     )
-    mean, std = float(x[train_idx].mean()), float(x[train_idx].std()) or 1.0
-    if x.ndim == 2:  # per-feature statistics for vectors
-        mean, std = x[train_idx].mean(0), x[train_idx].std(0)
-        std = np.where(std > 0, std, 1.0)
-    x = (x - mean) / std
+    x = _standardise(x, train_idx, name)
 
     def part(i: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.from_numpy(np.ascontiguousarray(x[i], dtype=np.float32)), torch.from_numpy(
@@ -168,10 +208,14 @@ def load_npz_task(path: str | Path) -> Task:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file {str(path)!r} does not exist")
+    if not zipfile.is_zipfile(path):  # np.load would read a .npy or text file as something else
+        raise DataError(
+            f"{path}: not an .npz archive; save X and y with numpy.savez(path, X=..., y=...)"
+        )
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a readable .npz file ({exc})") from None
     missing = [k for k in ("X", "y") if k not in arrays]
     if missing:

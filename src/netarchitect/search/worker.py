@@ -3,14 +3,20 @@
 A trial samples a candidate (spec + training hyper-parameters), checks the
 cheap constraints (rejected candidates are recorded as FAIL with the violated
 constraint and never trained), optionally filters by a zero-cost proxy, then
-trains with early stopping and reports the objectives. Run as a process with
-``python -m netarchitect.search.worker RUN_DIR [--index I]``.
+trains with early stopping and reports the objectives. A candidate the study
+has already trained is never trained again: the trial reuses that result
+(user attribute ``reused_from``) and does not count towards the trained
+trials; one that another worker is training right now is rejected
+(``duplicate``). Run as a process with
+``python -m netarchitect.search.worker RUN_DIR``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import logging
 import os
 import socket
 import sys
@@ -28,19 +34,30 @@ from ..network import build
 from ..spec import spec_hash
 from ..weights import save_weights
 from .config import RunConfig
-from .constraints import Budget, Rejected, check
+from .constraints import Budget, Rejected, check, check_classifier
 from .objectives import Objective, make_sampler, resolve_sampler
 from .proxies import ProxyFilter, score
-from .pruning import make_pruner, make_stopper
+from .pruning import is_reused, make_pruner, make_stopper
 from .space import SearchSpace
 from .tasks import Task
 from .trainer import TrainConfig, TrainResult, train
 
-__all__ = ["CandidateObjective", "finished", "main", "run_worker", "trial_seed", "weights_path"]
+__all__ = [
+    "CandidateObjective",
+    "candidate_key",
+    "finished",
+    "main",
+    "run_worker",
+    "trained",
+    "trial_seed",
+    "weights_path",
+]
 
 Trainer = Callable[..., TrainResult]
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 BUDGET_EXIT = 3  # a worker's exit status for an empty feasible region
+REUSED_ATTRS = ("val_acc", "val_loss", "best_epoch", "epochs_run", "curve", "stopped")
+log = logging.getLogger("netarchitect.search")
 
 
 def trial_seed(seed: int, params: dict[str, Any]) -> int:
@@ -49,9 +66,20 @@ def trial_seed(seed: int, params: dict[str, Any]) -> int:
     return (zlib.crc32(text.encode()) + 7919 * seed) % (2**31 - 1)
 
 
+def candidate_key(spec_digest: str, train_values: dict[str, Any]) -> str:
+    """What makes two trials the same candidate: the spec and the sampled training values."""
+    text = json.dumps([spec_digest, train_values], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def trained(trial: FrozenTrial) -> bool:
+    """Whether the trial trained its candidate (completed or stopped early; not a reused result)."""
+    return trial.state in DONE and not is_reused(trial)
+
+
 def finished(study: optuna.Study) -> int:
-    """Trials that trained (completed or stopped early)."""
-    return len(study.get_trials(deepcopy=False, states=DONE))
+    """Trials that trained (completed or stopped early); reused results do not count."""
+    return sum(trained(t) for t in study.get_trials(deepcopy=False, states=DONE))
 
 
 def weights_path(run_dir: str | Path, number: int) -> Path:
@@ -99,6 +127,34 @@ class CandidateObjective:
                 trial, "proxy", f"{self.config.proxy} score {value:.4g} below the kept fraction"
             )
 
+    def _reuse(self, trial: optuna.Trial, key: str) -> list[float] | None:
+        """The values of a trained trial with the same candidate (``None`` if there is none);
+        rejects the trial if another worker is training that candidate now."""
+        trial.set_user_attr("candidate", key)  # before looking: see the note below
+        same = [
+            t
+            for t in trial.study.get_trials(deepcopy=False, states=(*DONE, TrialState.RUNNING))
+            if t.number != trial.number and t.user_attrs.get("candidate") == key
+        ]
+        done = [t for t in same if trained(t)]
+        if done:
+            source = min(done, key=lambda t: t.number)
+            trial.set_user_attr("reused_from", source.number)
+            for name in REUSED_ATTRS:
+                if name in source.user_attrs:
+                    trial.set_user_attr(name, source.user_attrs[name])
+            if source.state == TrialState.PRUNED:
+                raise optuna.TrialPruned()
+            return list(source.values)
+        # Each trial records its key before it looks, so of two trials that start the same
+        # candidate at once at least one sees the other and steps aside.
+        running = [t.number for t in same if t.state == TrialState.RUNNING]
+        if running:
+            self._reject(
+                trial, "duplicate", f"the same candidate as trial {running[0]}, running now"
+            )
+        return None
+
     def __call__(self, trial: optuna.Trial) -> list[float]:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         if self.flat:  # NSGA-II evolves only parameters that every trial has
@@ -106,6 +162,7 @@ class CandidateObjective:
         try:
             spec = self.space.sample(trial)
             values = self.space.sample_train(trial)
+            check_classifier(spec, self.task.num_classes)
             measurement, violation = check(self.budget, spec, need_latency=self.need_latency)
         except SpecError as exc:  # choices that do not fit together (e.g. shapes)
             self._reject(trial, "invalid", str(exc).splitlines()[0])
@@ -117,6 +174,9 @@ class CandidateObjective:
             trial.set_user_attr(key, value)
         if violation is not None:
             self._reject(trial, violation.name, str(violation))
+        reused = self._reuse(trial, candidate_key(spec_hash(spec), values))
+        if reused is not None:
+            return reused
         model = build(spec, seed=cfg.seed)
         if self.filter is not None:
             self._proxy(trial, model)
@@ -142,14 +202,22 @@ class CandidateObjective:
 
 
 class StopWhenDone:
-    """Optuna callback: stop once the study has ``target`` trained trials; a long run of
-    consecutive rejections (an empty feasible region) is a :class:`BudgetError`."""
+    """Optuna callback: stop once the study has ``target`` trained trials.
 
-    def __init__(self, target: int, max_rejections: int) -> None:
-        self.target, self.max_rejections, self.rejections = target, max_rejections, 0
+    A long run of consecutive budget rejections (an empty feasible region) is a
+    :class:`BudgetError`; ``max_repeats`` trials in a row that trained nothing,
+    some of them proposing a candidate the study already had, stop the worker
+    (the space holds no new feasible candidate).
+    """
+
+    def __init__(self, target: int, max_rejections: int, max_repeats: int = 50) -> None:
+        self.target, self.max_rejections, self.max_repeats = target, max_rejections, max_repeats
+        self.rejections = self.idle = self.repeats = 0
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.state == TrialState.FAIL and "rejected" in trial.user_attrs:
+        reason = trial.user_attrs.get("rejected") if trial.state == TrialState.FAIL else None
+        repeat = reason == "duplicate" or is_reused(trial)
+        if reason is not None and not repeat:
             self.rejections += 1
             if self.rejections >= self.max_rejections:
                 raise BudgetError(
@@ -158,12 +226,23 @@ class StopWhenDone:
                 )
         else:
             self.rejections = 0
+        trained_now = trained(trial)
+        self.idle = 0 if trained_now else self.idle + 1
+        self.repeats = 0 if trained_now else self.repeats + repeat
+        if self.repeats and self.idle >= self.max_repeats:
+            log.warning(
+                "stopping: %d trials in a row trained nothing new, %d of them repeating a "
+                "candidate of the study (the search space looks exhausted)",
+                self.idle,
+                self.repeats,
+            )
+            study.stop()
         if finished(study) >= self.target:
             study.stop()
 
 
-def load_worker_study(config: RunConfig, *, index: int = 0) -> optuna.Study:
-    """Load the run's study with this worker's sampler (seed + index) and pruner."""
+def load_worker_study(config: RunConfig) -> optuna.Study:
+    """Load the run's study with its sampler (per-trial seeds, see ``seeding.py``) and pruner."""
     from .storage import open_storage
 
     objectives = config.parsed_objectives()
@@ -172,9 +251,7 @@ def load_worker_study(config: RunConfig, *, index: int = 0) -> optuna.Study:
         heartbeat_interval=config.heartbeat_interval,
         grace_period=config.grace_period,
     )
-    sampler = make_sampler(
-        config.sampler, len(objectives), seed=config.seed + index, trials=config.trials
-    )
+    sampler = make_sampler(config.sampler, len(objectives), seed=config.seed, trials=config.trials)
     return optuna.load_study(
         study_name=config.study,
         storage=storage,
@@ -186,7 +263,6 @@ def load_worker_study(config: RunConfig, *, index: int = 0) -> optuna.Study:
 def run_worker(
     config: RunConfig,
     *,
-    index: int = 0,
     trainer: Trainer = train,
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
 ) -> int:
@@ -203,26 +279,28 @@ def run_worker(
         config.parsed_budget(),
         trainer=trainer,
     )
-    study = load_worker_study(config, index=index)
+    study = load_worker_study(config)
     if finished(study) < config.trials:
         study.optimize(
             objective,
             timeout=config.timeout,
             catch=(Rejected,),
             gc_after_trial=False,
-            callbacks=[StopWhenDone(config.trials, config.max_rejections), *callbacks],
+            callbacks=[
+                StopWhenDone(config.trials, config.max_rejections, config.max_repeats),
+                *callbacks,
+            ],
         )
     return finished(study)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Process entry point: ``python -m netarchitect.search.worker RUN_DIR [--index I]``."""
+    """Process entry point: ``python -m netarchitect.search.worker RUN_DIR``."""
     parser = argparse.ArgumentParser(prog="netarchitect-search-worker")
     parser.add_argument("run_dir")
-    parser.add_argument("--index", type=int, default=0)
     args = parser.parse_args(argv)
     try:
-        run_worker(RunConfig.load(args.run_dir), index=args.index)
+        run_worker(RunConfig.load(args.run_dir))
     except BudgetError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return BUDGET_EXIT
