@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from ..errors import SpecError
 from ..registry import Example, register_block, suggest
 from ._factory import LayerType, check_probability
+from .basic import Linear
 from .kv_cache import KVCache
 from .norm import get_norm_layer
 from .positional import ALiBiBias, RelativePositionBias, RopeScaling, RotaryEmbedding, apply_rotary
@@ -159,10 +160,10 @@ class MultiHeadAttention(nn.Module):
         self.window = window
         self.attn_drop = attn_drop
         self.scale = scale
-        self.q_proj = nn.Linear(dim, num_heads * head_dim, bias=qkv_bias, **factory)
-        self.k_proj = nn.Linear(self.context_dim, num_kv_heads * head_dim, bias=qkv_bias, **factory)
-        self.v_proj = nn.Linear(self.context_dim, num_kv_heads * head_dim, bias=qkv_bias, **factory)
-        self.out_proj = nn.Linear(num_heads * head_dim, dim, bias=out_bias, **factory)
+        self.q_proj = Linear(dim, num_heads * head_dim, bias=qkv_bias, **factory)
+        self.k_proj = Linear(self.context_dim, num_kv_heads * head_dim, bias=qkv_bias, **factory)
+        self.v_proj = Linear(self.context_dim, num_kv_heads * head_dim, bias=qkv_bias, **factory)
+        self.out_proj = Linear(num_heads * head_dim, dim, bias=out_bias, **factory)
         make_norm = get_norm_layer(qk_norm)
         self.q_norm = make_norm(head_dim, **factory)
         self.k_norm = make_norm(head_dim, **factory)

@@ -20,6 +20,7 @@ from ._factory import (
     resolve_layer,
 )
 from .activation import get_act_layer
+from .basic import Linear
 
 __all__ = [
     "GEGLU",
@@ -90,10 +91,10 @@ class MLP(nn.Module):
         check_positive_int("out_dim", out_dim)
         check_probability("drop", drop)
         factory = {"device": device, "dtype": dtype}
-        self.fc1 = nn.Linear(dim, hidden, bias=bias, **factory)
+        self.fc1 = Linear(dim, hidden, bias=bias, **factory)
         self.act = get_act_layer(act_layer)(**factory)
         self.drop1 = nn.Dropout(drop)
-        self.fc2 = nn.Linear(hidden, out_dim, bias=bias, **factory)
+        self.fc2 = Linear(hidden, out_dim, bias=bias, **factory)
         self.drop2 = nn.Dropout(drop)
 
     def reset_parameters(self) -> None:
@@ -147,11 +148,11 @@ class GatedMLP(nn.Module):
         check_positive_int("out_dim", out_dim)
         check_probability("drop", drop)
         factory = {"device": device, "dtype": dtype}
-        self.gate_proj = nn.Linear(dim, hidden, bias=bias, **factory)
-        self.up_proj = nn.Linear(dim, hidden, bias=bias, **factory)
+        self.gate_proj = Linear(dim, hidden, bias=bias, **factory)
+        self.up_proj = Linear(dim, hidden, bias=bias, **factory)
         self.act = get_act_layer(act_layer)(**factory)
         self.drop1 = nn.Dropout(drop)
-        self.down_proj = nn.Linear(hidden, out_dim, bias=bias, **factory)
+        self.down_proj = Linear(hidden, out_dim, bias=bias, **factory)
         self.drop2 = nn.Dropout(drop)
 
     def reset_parameters(self) -> None:
