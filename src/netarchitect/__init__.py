@@ -90,7 +90,9 @@ __all__ = [  # noqa: PLE0604 (*_LAZY adds the lazily imported names: strings)
 
 
 #: Subpackages reachable as attributes (``na.analysis.count_flops``), imported on first use.
-_SUBPACKAGES = ("analysis", "generation", "interop", "layers", "models", "search", "testing")
+_SUBPACKAGES = (
+    "analysis", "generation", "interop", "layers", "models", "optimize", "search", "testing"
+)
 
 
 def __getattr__(name: str) -> Any:

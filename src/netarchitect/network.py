@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ._probe import NodeInfo, construct, merge_tensors, node_arguments
+from ._recompute import stats_preserving_context
 from .errors import BudgetError, ShapeError, SpecError, suggest
 from .layers.kv_cache import ModelCache
 from .registry import get_network_class
@@ -306,7 +307,10 @@ class Network(nn.Module):
             and torch.is_grad_enabled()
             and node_id in self.checkpoint_nodes()
         ):
-            return checkpoint(module, *args, use_reentrant=False, **kwargs)
+            return checkpoint(
+                module, *args, use_reentrant=False,
+                context_fn=stats_preserving_context(module), **kwargs,
+            )
         return module(*args, **kwargs)
 
     def _execute(

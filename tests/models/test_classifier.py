@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -269,3 +271,14 @@ def test_bad_common_arguments_raise_clear_errors(name: str) -> None:
 def test_unknown_variant_suggests_names() -> None:
     with pytest.raises(na.RegistryError, match="did you mean 'resnet50'"):
         na.create_model("resnet51")
+
+
+def test_grad_checkpointing_updates_batchnorm_statistics_once() -> None:
+    plain, x = tiny("resnet18")
+    checkpointed = copy.deepcopy(plain)
+    checkpointed.set_grad_checkpointing()
+    for model in (plain, checkpointed):
+        model.train()(x).sum().backward()  # the backward recomputes every body node
+    torch.testing.assert_close(checkpointed.state_dict(), plain.state_dict(), rtol=0, atol=0)
+    for a, b in zip(plain.parameters(), checkpointed.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad)

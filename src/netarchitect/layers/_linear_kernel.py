@@ -50,6 +50,8 @@ def _plain_cpu_float(t: Tensor) -> bool:
 
 
 def _takes_onednn(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
+    if torch.compiler.is_compiling():  # first: Dynamo cannot trace _get_mkldnn_enabled()
+        return False
     if _ONEDNN is None or x.dim() < 2 or not (_plain_cpu_float(x) and _plain_cpu_float(weight)):
         return False
     if bias is not None and not _plain_cpu_float(bias):
@@ -62,9 +64,7 @@ def _takes_onednn(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
     ):
         return False
     return torch._C._get_mkldnn_enabled() and not (
-        torch.compiler.is_compiling()
-        or torch._C._is_torch_function_mode_enabled()
-        or _get_current_dispatch_mode() is not None
+        torch._C._is_torch_function_mode_enabled() or _get_current_dispatch_mode() is not None
     )
 
 

@@ -219,7 +219,7 @@ class MultiHeadAttention(nn.Module):
         concatenating the weights costs as much as the projections, so the three run apart.
         """
         B, T, _ = x.shape
-        if B * T < FUSE_MIN_TOKENS:
+        if B * T < FUSE_MIN_TOKENS or not self._plain_projections():
             q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
             return (q, *self._project_kv(x))  # (B, H, T, D), (B, H_kv, T, D) x 2
         projs = (self.q_proj, self.k_proj, self.v_proj)
@@ -231,6 +231,15 @@ class MultiHeadAttention(nn.Module):
         k = k.view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, H_kv, T, D)
         v = v.view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
         return q, self.k_norm(k), v
+
+    def _plain_projections(self) -> bool:
+        """Whether Q/K/V are float Linears whose weights can be concatenated (not, e.g.,
+        quantised modules, whose weight is packed or a tensor subclass)."""
+        return all(
+            type(getattr(p, "weight", None)) in (Tensor, nn.Parameter)
+            and type(getattr(p, "bias", None)) in (Tensor, nn.Parameter, type(None))
+            for p in (self.q_proj, self.k_proj, self.v_proj)
+        )
 
     def _project_kv(self, src: Tensor) -> tuple[Tensor, Tensor]:
         B, S, _ = src.shape

@@ -406,11 +406,13 @@ class _ResNetBlock(nn.Module, abc.ABC):
         check_positive_int("out_channels", out_channels)
         check_positive_int("stride", stride)
         make_norm, make_act = get_norm_layer(norm_layer), get_act_layer(act_layer)
+        self._conv_bias = make_norm is Identity  # a norm's shift replaces the conv bias
         self.downsample: nn.Module | None = None
         if stride != 1 or in_channels != out_channels:
             self.downsample = nn.Sequential(
                 Conv2d(
-                    in_channels, out_channels, kernel_size=1, stride=stride, bias=False, **factory
+                    in_channels, out_channels, kernel_size=1, stride=stride,
+                    bias=self._conv_bias, **factory,
                 ),
                 make_norm(out_channels, **factory),
             )
@@ -483,7 +485,9 @@ class BasicBlock(_ResNetBlock):
             in_channels, out_channels, stride, norm_layer, act_layer, drop_path,
             zero_init_last, factory,
         )  # fmt: skip
-        conv3 = functools.partial(Conv2d, kernel_size=3, dilation=dilation, bias=False, **factory)
+        conv3 = functools.partial(
+            Conv2d, kernel_size=3, dilation=dilation, bias=self._conv_bias, **factory
+        )
         self.conv1 = conv3(in_channels, out_channels, stride=stride)
         self.bn1 = make_norm(out_channels, **factory)
         self.conv2 = conv3(out_channels, out_channels)
@@ -552,7 +556,7 @@ class Bottleneck(_ResNetBlock):
         if width < 1:
             raise SpecError(f"base_width={base_width} gives an inner width of 0 channels")
         self.width = width
-        self.conv1 = Conv2d(in_channels, width, kernel_size=1, bias=False, **factory)
+        self.conv1 = Conv2d(in_channels, width, kernel_size=1, bias=self._conv_bias, **factory)
         self.bn1 = make_norm(width, **factory)
         self.conv2 = Conv2d(
             width,
@@ -561,11 +565,11 @@ class Bottleneck(_ResNetBlock):
             stride=stride,
             dilation=dilation,
             groups=groups,
-            bias=False,
+            bias=self._conv_bias,
             **factory,
         )
         self.bn2 = make_norm(width, **factory)
-        self.conv3 = Conv2d(width, out_channels, kernel_size=1, bias=False, **factory)
+        self.conv3 = Conv2d(width, out_channels, kernel_size=1, bias=self._conv_bias, **factory)
         self.bn3 = make_norm(out_channels, **factory)
         self.act = make_act(**factory)
         self._apply_zero_init_last()

@@ -106,6 +106,8 @@ class EarlyExit(nn.Module):
             return outs
         if x.device.type == "meta":  # no values to test: the shape of the full path
             return self._run_all(x)
+        if torch.compiler.is_compiling():  # data-dependent exits would break the graph
+            return self._select_exit(x)
         if self.policy == "batch":
             return self._batch_exit(x)
         return self._sample_exit(x)
@@ -118,6 +120,27 @@ class EarlyExit(nn.Module):
             x = stage(x)
         self.last_depth = len(self.stages)
         return self.heads[-1](x)
+
+    def _select_exit(self, x: Tensor) -> Tensor:
+        """Every stage runs; each sample (or, for ``policy="batch"``, the whole batch) keeps
+        the logits of its first confident exit: the same outputs and :attr:`exit_depths` as the
+        eager paths, with static shapes (so it compiles without graph breaks, saving no work)."""
+        exits = []
+        for stage, head in zip(self.stages, self.heads):
+            x = stage(x)
+            exits.append(head(x))  # (B, C)
+        out = exits[-1]
+        depths = torch.full((out.shape[0],), len(exits), device=out.device)
+        for depth in range(len(exits) - 1, 0, -1):  # earlier confident exits take precedence
+            logits = exits[depth - 1]
+            done = self._confident(logits)  # (B,)
+            if self.policy == "batch":
+                done = done.all().expand_as(done)
+            out = torch.where(done.view(-1, *[1] * (out.dim() - 1)), logits, out)
+            depths = torch.where(done, depth, depths)
+        self.last_depth = len(exits)
+        self.exit_depths = depths
+        return out
 
     def _batch_exit(self, x: Tensor) -> Tensor:
         last = len(self.stages)

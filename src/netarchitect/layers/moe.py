@@ -198,6 +198,11 @@ class MoEFeedForward(nn.Module):
         fraction = onehot.sum(dim=0).to(probs.dtype) / (N * k)  # f_e
         self.aux_loss = self.aux_loss_weight * E * (fraction * probs.mean(dim=0)).sum()
         out = torch.zeros_like(tokens)
+        if torch.compiler.is_compiling():  # static shapes: every expert runs on every token
+            weight = (onehot * (gate_of * keep)[:, None]).view(k, N, E).sum(dim=0)  # (N, E)
+            for e, expert in enumerate(self.experts):
+                out = out + expert(tokens) * weight[:, e, None]
+            return out.view(x.shape)
         for e, expert in enumerate(self.experts):
             idx = torch.nonzero((expert_of == e) & keep).squeeze(1)  # assignments to e
             if idx.numel() == 0:
