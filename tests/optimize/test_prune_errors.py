@@ -106,3 +106,15 @@ def test_a_rule_that_mislabels_its_block_is_caught_before_pruning(monkeypatch) -
     monkeypatch.setitem(dependency._RULES, "basic_block", forgetful)
     with pytest.raises(PruneError, match=r"conv2.weight.*does not match its block"):
         plan_pruning(model, 0.5)
+
+
+def test_channels_first_1d_data_is_refused_not_mis_scored() -> None:
+    """Found by the optimize fuzzer: a conv1d over (C, L) data was traced as L channels."""
+    spec = {"inputs": {"x": {"shape": [4, 10]}},
+            "nodes": [{"id": "n", "block": "conv1d",
+                       "params": {"in_channels": 4, "out_channels": 6, "kernel_size": 3}}]}
+    model = na.build(spec, seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(PruneError, match=r"node 'n' \(conv1d\): nodes.n.weight has 4 entries along dim 1"):
+        prune(model, 0.5)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -150,10 +150,25 @@ class RuleContext:
         if getattr(owner, attr, None) is None:
             return
         key = self.prefix + name
+        tensor = getattr(owner, attr)
         entry = self.graph.labels.setdefault(key, {})
         for i, d in enumerate(dims):
             if d is not None:
                 entry[i] = d if isinstance(d, Dim) else Dim(d)
+                self._check_size(key, tensor, i, entry[i])
+
+    def _check_size(self, key: str, tensor: Any, i: int, d: Dim) -> None:
+        """The traced channels must cover the tensor's dimension exactly (they do not when
+        the input's layout is not the one assumed, e.g. channels-first 1-D data)."""
+        spaces = [self.graph.spaces[s] for s in d.chan]
+        traced = d.inner * sum(s.size // s.groups if d.local else s.size for s in spaces)
+        if tensor.dim() <= i or tensor.shape[i] != traced:
+            raise PruneError(
+                f"node {self.node.id!r} ({self.node.block}): {key} has "
+                f"{tensor.shape[i] if tensor.dim() > i else 'no'} entries along dim {i} where "
+                f"{traced} channels were traced; this input's channel layout is not one "
+                "structured pruning follows (e.g. channels-first 1-D data)"
+            )
 
     def label_module(self, prefix: str, out: Chan | Dim | None, inp: Chan | Dim | None) -> None:
         """Label a conv / linear / norm module at ``prefix`` by its kind."""
