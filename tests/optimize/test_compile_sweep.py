@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import netarchitect as na
+from netarchitect.optimize.compile import data_dependent_modules, graph_breaks
 from netarchitect.registry import block_examples, get_block, list_blocks, list_models, model_example
 from netarchitect.testing._outputs import flatten_tensors
 
@@ -44,6 +45,9 @@ def _traces_as_one_graph(build, training: bool) -> None:
     the compiled outputs equal the eager ones."""
     module, inputs, kwargs = build()
     module.train(training)
+    if data_dependent_modules(module):  # declared (adaptive ODE solvers): they must break
+        assert graph_breaks(module, *inputs, **kwargs), "declared data-dependent, yet one graph"
+        return
     torch._dynamo.reset()
     try:
         compiled = torch.compile(module, fullgraph=True, backend="eager")

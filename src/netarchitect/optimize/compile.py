@@ -23,7 +23,14 @@ from torch import nn
 
 from ..errors import SpecError, suggest
 
-__all__ = ["GraphBreak", "compile_model", "compile_modes", "format_graph_breaks", "graph_breaks"]
+__all__ = [
+    "GraphBreak",
+    "compile_model",
+    "compile_modes",
+    "data_dependent_modules",
+    "format_graph_breaks",
+    "graph_breaks",
+]
 
 _LOCATION = re.compile(r"in user code at (?P<file>.+?):(?P<line>\d+)")
 _FRAME = re.compile(r'File "(?P<file>.+?)", line (?P<line>\d+), in (?P<func>\S+)')
@@ -296,3 +303,15 @@ def format_graph_breaks(
         lines.append("  ".join([*cells, reason]).rstrip())
     lines.insert(1, "-" * min(width, max(len(line) for line in lines)))
     return f"{len(breaks)} graph break{'s' if len(breaks) > 1 else ''}\n" + "\n".join(lines)
+
+
+def data_dependent_modules(model: nn.Module) -> dict[str, str]:
+    """Submodules (path -> reason) that declare ``data_dependent_control_flow``: their Python
+    control flow depends on tensor values (e.g. adaptive ODE solvers), so they cannot be
+    one graph — ``torch.compile`` breaks there and ``torch.export`` refuses them."""
+    return {
+        name: reason
+        for name, m in model.named_modules()
+        if isinstance(reason := getattr(type(m), "data_dependent_control_flow", None), str)
+    }
+
