@@ -8,6 +8,8 @@ every model with the cheap ``eager`` backend).
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -17,7 +19,13 @@ from netarchitect.optimize.compile import compile_model
 from netarchitect.registry import model_example
 from netarchitect.testing._outputs import flatten_tensors
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("g++") is None and shutil.which("c++") is None,
+        reason="inductor's CPU code generation needs a C++ compiler (none on PATH)",
+    ),
+]
 
 #: Smallest registered variant of each family.
 FAMILIES = [
