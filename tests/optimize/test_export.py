@@ -218,3 +218,19 @@ def test_onnx_of_untraceable_model_is_a_clear_error(tmp_path) -> None:
         with pytest.raises(NetArchitectError, match="cannot export Branchy"):
             export_onnx(Branchy(), torch.randn(3), path=tmp_path / "b.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_quantised_models_export_with_torchao_and_are_refused_clearly_otherwise(tmp_path) -> None:
+    from netarchitect.optimize.quantization import quantize
+
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    x = torch.randn(3, 8)
+    legacy = quantize(model, "int8_dynamic", backend="legacy")
+    with pytest.raises(NetArchitectError, match=r"'0' is a legacy int8 Linear.*backend='torchao'"):
+        export_program(legacy, x)
+    exportable = quantize(model, "int8_dynamic", backend="torchao")
+    program = export_program(exportable, x)
+    torch.testing.assert_close(program.module()(x), exportable(x))
+    with pytest.raises(NetArchitectError, match=r"cannot export Sequential to ONNX: .*_int_mm"):
+        export_onnx(exportable, x, path=tmp_path / "q.onnx")
+    assert not list(tmp_path.iterdir())

@@ -139,3 +139,15 @@ def test_a_failing_step_leaves_nothing_and_an_existing_out_is_refused(
     code, _, err = run(["optimize", str(path), "--fuse", "--out", str(out)], capsys)
     assert code == 2 and "not an empty folder" in err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_quantised_export_uses_the_exportable_backend(cnn_spec: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "q"
+    code, _, err = run(["optimize", str(cnn_spec), "--quantize", "int8", "--export", "program",
+                        "--out", str(out)], capsys)
+    assert code == 0, err
+    assert {p.name for p in out.iterdir()} == {"spec.yaml", "weights.int8.safetensors",
+                                               "model.pt2", "report.md"}
+    assert "quantisation int8_dynamic (torchao, exportable)" in (out / "report.md").read_text()
+    x = sample_inputs(build(cnn_spec).spec, batch=3)
+    assert torch.export.load(out / "model.pt2").module()(*x).shape == (3, 10)

@@ -215,6 +215,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise OptimizeError("--unstructured needs --prune AMOUNT")
     if args.finetune_epochs and args.prune is None:
         raise OptimizeError("--finetune-epochs applies after --prune")
+    if args.quantize and args.export == "onnx":
+        raise OptimizeError("--quantize with --export onnx: ONNX has no int8 matmul translation "
+                            "here; use --export program, or export without --quantize")
 
 
 def optimize_command(args: argparse.Namespace, console: Console) -> int:
@@ -272,8 +275,9 @@ def _optimize(model: nn.Module, inputs: tuple[torch.Tensor, ...], task: Any,
         from .quantization import quantize
 
         mode = "int8_dynamic" if args.quantize == "int8" else args.quantize
-        current = quantize(current, mode)
-        steps.append(f"quantisation {mode}")
+        backend = "torchao" if args.export else "auto"  # the legacy int8 kernels do not export
+        current = quantize(current, mode, backend=backend)
+        steps.append(f"quantisation {mode}" + (" (torchao, exportable)" if args.export else ""))
     after = measure(current, inputs, task, float_model=float_model)
     files = _write(current, inputs, args, tmp, quantized=bool(args.quantize),
                    save_spec=save_spec, save_weights=save_weights)

@@ -34,6 +34,18 @@ from ..errors import NetArchitectError
 __all__ = ["export_onnx", "export_program"]
 
 
+def _refuse_legacy_int8(model: nn.Module, name: str) -> None:
+    """torch.export cannot trace the legacy int8 modules (packed C++ parameters)."""
+    from torch.ao.nn.quantized import dynamic as nnqd
+
+    legacy = [n for n, m in model.named_modules() if isinstance(m, nnqd.Linear)]
+    if legacy:
+        raise NetArchitectError(
+            f"cannot export {name}: {legacy[0]!r} is a legacy int8 Linear (packed parameters "
+            "torch.export cannot trace); quantize with backend='torchao' to export"
+        )
+
+
 def _name(model: nn.Module) -> str:
     spec = getattr(model, "spec", None)
     return f"{getattr(spec, 'name', None) or type(model).__name__}"
@@ -121,6 +133,7 @@ def export_program(
     :class:`~netarchitect.errors.NetArchitectError` naming the model.
     """
     name = _name(model)
+    _refuse_legacy_int8(model, name)
     kwargs = dict(kwargs or {})
     reference = model(*inputs, **kwargs)
     _register_dataclasses(reference)
@@ -177,9 +190,18 @@ def export_onnx(
         ) from None
     name = _name(model)
     program = export_program(model, *inputs, dynamic_shapes=dynamic_shapes)
-    onnx_program = _traced(
-        name, lambda: torch.onnx.export(program, opset_version=opset, dynamo=True, verbose=False)
-    )
+    try:
+        onnx_program = _traced(
+            name,
+            lambda: torch.onnx.export(program, opset_version=opset, dynamo=True, verbose=False),
+        )
+    except torch.onnx.OnnxExporterError as exc:  # an operator ONNX has no translation for
+        op = re.search(r"target=([\w.]+)", str(exc))
+        raise NetArchitectError(
+            f"cannot export {name} to ONNX: the exporter cannot translate "
+            f"{op.group(1) if op else 'one of its operators'} (e.g. int8 matmuls); "
+            "export the float model, or use torch.export (export_program)"
+        ) from None
 
     def write(tmp: Path) -> None:
         onnx_program.save(str(tmp))
