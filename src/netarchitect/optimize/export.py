@@ -34,6 +34,17 @@ from ..errors import NetArchitectError
 __all__ = ["export_onnx", "export_program"]
 
 
+def _refuse_data_dependent(model: nn.Module, name: str) -> None:
+    """Modules that declare data-dependent control flow (adaptive ODE solvers) cannot be
+    one program: say which and why before tracing."""
+    from .compile import data_dependent_modules
+
+    declared = data_dependent_modules(model)
+    if declared:
+        path, reason = next(iter(declared.items()))
+        raise NetArchitectError(f"cannot export {name}: {path or 'the model'!r}: {reason}")
+
+
 def _refuse_legacy_int8(model: nn.Module, name: str) -> None:
     """torch.export cannot trace the legacy int8 modules (packed C++ parameters)."""
     from torch.ao.nn.quantized import dynamic as nnqd
@@ -134,6 +145,7 @@ def export_program(
     """
     name = _name(model)
     _refuse_legacy_int8(model, name)
+    _refuse_data_dependent(model, name)
     kwargs = dict(kwargs or {})
     reference = model(*inputs, **kwargs)
     _register_dataclasses(reference)
