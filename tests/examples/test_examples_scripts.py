@@ -28,7 +28,7 @@ def test_train_digits_quick_trains_every_family(capsys, tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert [r.name for r in results] == ["ResNet", "MobileNetV2", "EfficientNet", "ConvNeXt", "ViT"]
     for r in results:
-        assert 0.0 <= r.accuracy <= 1.0 and r.params > 0 and r.macs > 0 and r.seconds > 0
+        assert 0.0 <= r.accuracy <= 1.0 and r.params > 0 and r.macs > 0
     out = capsys.readouterr().out
     assert "test acc" in out and "MACs / image" in out and "resnet18" in out
 
