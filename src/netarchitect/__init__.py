@@ -91,8 +91,8 @@ __all__ = [  # noqa: PLE0604 (*_LAZY adds the lazily imported names: strings)
 
 #: Subpackages reachable as attributes (``na.analysis.count_flops``), imported on first use.
 _SUBPACKAGES = (
-    "analysis", "generation", "interop", "layers", "meta", "models", "optimize", "search",
-    "testing",
+    "analysis", "extend", "generation", "graph", "interop", "layers", "meta", "models",
+    "optimize", "search", "testing",
 )
 
 

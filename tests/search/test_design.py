@@ -14,6 +14,7 @@ from netarchitect import build, load_spec
 from netarchitect.search import design, get_task, render_report
 from netarchitect.search import final as final_module
 from netarchitect.search.report import load_run_study
+from netarchitect.search.tasks import Task
 from netarchitect.weights import load_weights
 
 pytestmark = pytest.mark.slow
@@ -77,13 +78,13 @@ def test_rerunning_continues_the_study_and_evaluates_the_test_split_once(default
     result, _ = default_run
     before = {t.number: t.values for t in result.study.get_trials() if t.values}
     evaluated = []
-    real_evaluate = final_module.evaluate
+    real_test = Task.test
 
-    def counting_evaluate(model, x, y, **kw):
-        evaluated.append(len(x))
-        return real_evaluate(model, x, y, **kw)
+    def counting_test(task, model):
+        evaluated.append(len(task.x_test))
+        return real_test(task, model)
 
-    monkeypatch.setattr(final_module, "evaluate", counting_evaluate)
+    monkeypatch.setattr(Task, "test", counting_test)
     old_final = {f["trial"]: f["test_acc"] for f in result.final}
     again = design(trials=3, workers=0, out=result.run_dir.parent, console=Console(width=160))
     trials = again.study.get_trials()

@@ -13,7 +13,7 @@ from ..errors import NetArchitectError
 from .constraints import Budget
 from .objectives import Objective, parse_objectives
 from .space import SearchSpace
-from .tasks import Task, get_task, load_npz_task
+from .tasks import SearchTask, get_task, load_npz_task
 
 __all__ = ["RUN_FILE", "RunConfig", "packaged_space"]
 
@@ -51,13 +51,13 @@ class RunConfig:
 
     # ------------------------------------------------------------------ derived objects
 
-    def load_task(self) -> Task:
+    def load_task(self) -> SearchTask:
         return load_npz_task(self.data) if self.data else get_task(self.task)
 
-    def space_path(self, task: Task) -> Path:
+    def space_path(self, task: SearchTask) -> Path:
         return Path(self.space) if self.space else packaged_space(task.default_space)
 
-    def load_space(self, task: Task) -> SearchSpace:
+    def load_space(self, task: SearchTask) -> SearchSpace:
         return SearchSpace.from_spec(
             self.space_path(task),
             variables={"num_classes": task.num_classes},

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -107,25 +108,36 @@ class Rejected(Exception):
         self.reason, self.detail = reason, detail
 
 
-def _probe(spec: NetworkSpec) -> tuple[torch.nn.Module, torch.Tensor]:
+#: Keyword inputs of a representative call (a task's ``cost_inputs()``); ``None``: one sample.
+CostInputs = Mapping[str, Any] | None
+
+
+def _probe(spec: NetworkSpec, inputs: CostInputs = None) -> tuple[torch.nn.Module, Any]:
+    """The model and inputs costs are measured on: one sample on ``meta``, or a real build
+    on the task's representative inputs (graph structure needs real indices)."""
+    if inputs is not None:
+        return build(spec, seed=0).eval(), dict(inputs)
     model = build(spec, device="meta").eval()
     shape = spec.inputs[0].shape
     return model, torch.empty((1, *shape), device="meta")
 
 
-def measure(spec: NetworkSpec, *, activation: bool = False) -> Measurement:
-    """Parameters and MACs (and activation bytes if asked) of one sample, on ``meta``."""
-    m, _ = _measure_until(spec, Budget(), activation=activation)
+def measure(
+    spec: NetworkSpec, *, activation: bool = False, inputs: CostInputs = None
+) -> Measurement:
+    """Parameters and MACs (and activation bytes if asked) of one sample on ``meta``, or of a
+    call on ``inputs``."""
+    m, _ = _measure_until(spec, Budget(), activation=activation, inputs=inputs)
     return m
 
 
 def _measure_until(
-    spec: NetworkSpec, budget: Budget, *, activation: bool
+    spec: NetworkSpec, budget: Budget, *, activation: bool, inputs: CostInputs = None
 ) -> tuple[Measurement, Violation | None]:
     """Measure cheapest first, stopping at the first violated limit (later fields stay unset)."""
     from ..analysis import count_flops, count_params, memory
 
-    model, x = _probe(spec)
+    model, x = _probe(spec, inputs)
     m = Measurement(count_params(model, by_module=False).total)
     steps = (
         ("macs", lambda: count_flops(model, x).macs),
@@ -141,12 +153,15 @@ def _measure_until(
     return m, None
 
 
-def measure_latency(spec: NetworkSpec, *, seed: int = 0, repeats: int = 5) -> float:
-    """Median forward latency in ms of a real build at batch 1 on one thread."""
+def measure_latency(
+    spec: NetworkSpec, *, seed: int = 0, repeats: int = 5, inputs: CostInputs = None
+) -> float:
+    """Median forward latency in ms of a real build on one thread, at batch 1 (or on
+    ``inputs``)."""
     from ..analysis import latency
 
     model = build(spec, seed=seed).eval()
-    x = torch.zeros((1, *spec.inputs[0].shape))
+    x: Any = dict(inputs) if inputs is not None else torch.zeros((1, *spec.inputs[0].shape))
     return latency(model, x, warmup=2, repeats=repeats, threads=1, backward=False).forward.median_ms
 
 
@@ -170,26 +185,30 @@ def check_classifier(spec: NetworkSpec, num_classes: int) -> None:
 
 
 def check(
-    budget: Budget, spec: NetworkSpec, *, need_latency: bool = False
+    budget: Budget, spec: NetworkSpec, *, need_latency: bool = False, inputs: CostInputs = None
 ) -> tuple[Measurement, Violation | None]:
     """Measure ``spec`` cheapest-first and return the first violated constraint (or ``None``).
 
     Parameters, then MACs, then activation memory (only with a memory limit) on
     ``meta``; latency — a real run — only when the budget limits it or
     ``need_latency`` (a latency objective), and only after the rest passed.
-    A rejected candidate's later measurements are left unset.
+    A rejected candidate's later measurements are left unset. ``inputs`` (a task's
+    representative call) replaces the one-sample probe.
     """
-    m, v = _measure_until(spec, budget, activation=budget.max_activation_bytes is not None)
+    activation = budget.max_activation_bytes is not None
+    m, v = _measure_until(spec, budget, activation=activation, inputs=inputs)
     if v is not None:
         return m, v
     if need_latency or budget.max_latency_ms is not None:
-        m.latency_ms = measure_latency(spec)
+        m.latency_ms = measure_latency(spec, inputs=inputs)
         if budget.max_latency_ms is not None and m.latency_ms > budget.max_latency_ms:
             return m, Violation("latency_ms", m.latency_ms, budget.max_latency_ms)
     return m, None
 
 
-def find_feasible(space: Any, budget: Budget, *, attempts: int = 60, seed: int = 0) -> Measurement:
+def find_feasible(
+    space: Any, budget: Budget, *, attempts: int = 60, seed: int = 0, inputs: CostInputs = None
+) -> Measurement:
     """Sample ``space`` at random until a candidate meets ``budget``; returns its measurement.
 
     Raises :class:`BudgetError` after ``attempts`` infeasible or invalid
@@ -204,7 +223,7 @@ def find_feasible(space: Any, budget: Budget, *, attempts: int = 60, seed: int =
         trial = study.ask()
         try:
             spec = space.sample(trial)
-            m, v = check(budget, spec)
+            m, v = check(budget, spec, inputs=inputs)
         except SpecError as exc:  # a combination of choices that does not fit together
             invalid.append(str(exc).splitlines()[0])
             study.tell(trial, state=optuna.trial.TrialState.FAIL)

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 from rich.console import Console
 
 from ..errors import BudgetError, NetArchitectError, SpecError
 from .config import RunConfig
-from .constraints import Budget, check_classifier, find_feasible
+from .constraints import Budget, find_feasible
 from .expand import FirstTrial
 from .final import finalize
 from .objectives import SAMPLERS, parse_objectives
@@ -34,7 +35,7 @@ from .report import render_report
 from .runner import run_search
 from .space import SearchSpace
 from .storage import create_or_load_study, default_url, open_storage, safe_url
-from .tasks import Task, get_task, list_tasks
+from .tasks import SearchTask, get_task, list_tasks
 
 __all__ = ["DEFAULT_MAX_PARAMS", "DEFAULT_TRIALS", "DesignResult", "default_workers", "design"]
 
@@ -110,7 +111,7 @@ def _open_log(run_dir: Path) -> logging.Handler:
 
 def prepare_run(
     config: RunConfig, console: Console | None = None
-) -> tuple[Task, SearchSpace, optuna.Study]:
+) -> tuple[SearchTask, SearchSpace, optuna.Study]:
     """Check the task, space and budget, then create (or load) the study and save ``run.json``.
 
     Everything that can be wrong with the user's input fails here, before any
@@ -125,9 +126,14 @@ def prepare_run(
             f"{len(space.dimensions)} search dimensions",
             highlight=False,
         )
-    find_feasible(space, budget, seed=config.seed)
+    if config.proxy and task.proxy_inputs(1, torch.Generator()) is None:
+        raise NetArchitectError(
+            f"--proxy {config.proxy}: zero-cost proxies need plain input batches, which the "
+            f"{task.name} task does not have; drop --proxy"
+        )
+    find_feasible(space, budget, seed=config.seed, inputs=task.cost_inputs())
     try:
-        check_classifier(space.sample(FirstTrial()), task.num_classes)
+        task.check_model(space.sample(FirstTrial()))
     except SpecError as exc:
         raise SpecError(
             f"{config.space_path(task).name} does not fit the data ({task.describe()}): {exc}"

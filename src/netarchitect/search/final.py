@@ -26,7 +26,7 @@ from .config import RunConfig
 from .constraints import measure_latency
 from .objectives import Objective, pareto_front
 from .pruning import fully_trained
-from .trainer import TrainConfig, evaluate, train
+from .trainer import TrainConfig
 from .worker import weights_path
 
 __all__ = ["finalize", "front_trials", "model_dir"]
@@ -63,13 +63,15 @@ def _final_entry(
         load_weights(model, cached)
         source = "trained in the search"
     else:  # trained by a worker on another machine: reproduce it from its seed
-        train(model, task, cfg)
+        task.fit(model, cfg)
         source = "retrained from its seed"
     if previous is None:
-        test_acc, test_loss = evaluate(model, task.x_test, task.y_test)
+        test_acc, test_loss = task.test(model)
     else:  # files were lost: rewrite them, keep the single test evaluation
         test_acc, test_loss = previous["test_acc"], previous["test_loss"]
-    latency = trial.user_attrs.get("latency_ms") or measure_latency(spec)
+    latency = trial.user_attrs.get("latency_ms") or measure_latency(
+        spec, inputs=task.cost_inputs()
+    )
     out = model_dir(config.run_dir, trial.number)
     save_spec(spec, out / "spec.yaml")
     save_weights(model, out / "weights.safetensors")

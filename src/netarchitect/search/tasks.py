@@ -1,20 +1,27 @@
-"""Classification tasks for the search: an open registry plus ``.npz`` files.
+"""Search tasks: an open registry of what ``design`` can search for, plus ``.npz`` files.
 
-Built in: ``digits`` (scikit-learn's bundled 8×8 digits, 10 classes) and
-``moons`` (``make_moons``, 2 classes). Every task is split into stratified
-train / validation / test parts with a fixed seed, so the test part is the same
-in every run; features are standardised with training statistics only. The
-test part is never used during a search.
+A task is any object with the :class:`SearchTask` methods: the search asks it whether a
+candidate fits (``check_model``), to train and validate one (``fit``), to test a chosen
+one once (``test``), for a batch for zero-cost proxies and for the inputs that costs are
+measured on. :class:`Task` is tensor classification: ``digits`` (scikit-learn's bundled
+8×8 digits, 10 classes), ``moons`` (``make_moons``, 2 classes) and ``--data`` files,
+split into stratified train / validation / test parts with a fixed seed (the test part is
+the same in every run and never used during a search); features are standardised with
+training statistics only. Other task kinds (graphs, few-shot episodes) register
+themselves from their own modules, listed in :data:`TASK_MODULES`.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import itertools
 import math
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -22,8 +29,15 @@ import torch
 from ..errors import NetArchitectError
 from ..registry import suggest
 
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..spec import NetworkSpec
+    from .trainer import TrainConfig, TrainResult
+
 __all__ = [
     "DataError",
+    "SearchTask",
     "Task",
     "get_task",
     "list_tasks",
@@ -33,11 +47,50 @@ __all__ = [
 ]
 
 SPLIT_SEED = 0
-_TASKS: dict[str, Callable[[], Task]] = {}
+_TASKS: dict[str, Callable[[], SearchTask]] = {}
+#: Modules that register further task kinds, imported on the first registry lookup.
+TASK_MODULES = ("netarchitect.search.graph_task", "netarchitect.meta.fewshot_task")
 
 
 class DataError(NetArchitectError, ValueError):
     """A data set cannot be used (missing arrays, NaNs, a single class, ...)."""
+
+
+class SearchTask(Protocol):
+    """What the search needs of a task (``val_acc``/``test`` metrics: higher is better)."""
+
+    name: str
+    num_classes: int  # the candidate's output width: ``$num_classes`` in a space file
+    default_space: str  # a space file packaged in ``netarchitect/search``
+    input_shape: tuple[int, ...]  # per-sample shape of the spec input ``x``
+
+    def describe(self) -> str:
+        """One line for the log and the report."""
+        ...
+
+    def check_model(self, spec: NetworkSpec) -> None:
+        """Raise :class:`~netarchitect.errors.SpecError` if ``spec`` cannot serve the task."""
+        ...
+
+    def fit(
+        self, model: nn.Module, cfg: TrainConfig, *, on_epoch: Callable[[int, float], bool] | None
+    ) -> TrainResult:
+        """Train on the train part, validate every epoch (``on_epoch(epoch, metric)`` returning
+        ``True`` stops), end with the best epoch's weights."""
+        ...
+
+    def test(self, model: nn.Module) -> tuple[float, float]:
+        """(metric, loss) on the test part."""
+        ...
+
+    def proxy_inputs(self, n: int, generator: torch.Generator) -> torch.Tensor | None:
+        """``n`` training inputs for zero-cost proxies (``None``: proxies do not apply)."""
+        ...
+
+    def cost_inputs(self) -> dict[str, Any] | None:
+        """Keyword inputs of a representative call to measure MACs and latency on (``None``:
+        one sample of the spec's declared input shapes)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -66,24 +119,66 @@ class Task:
             f"{len(self.y_train)} train / {len(self.y_val)} val / {len(self.y_test)} test"
         )
 
+    def check_model(self, spec: NetworkSpec) -> None:
+        """One output of per-sample shape ``(num_classes,)``."""
+        from .constraints import check_classifier
 
-def register_task(name: str) -> Callable[[Callable[[], Task]], Callable[[], Task]]:
-    """Register a zero-argument function returning a :class:`Task` under ``name``."""
+        check_classifier(spec, self.num_classes)
 
-    def decorate(fn: Callable[[], Task]) -> Callable[[], Task]:
+    def fit(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        *,
+        on_epoch: Callable[[int, float], bool] | None = None,
+    ) -> TrainResult:
+        """:func:`~netarchitect.search.trainer.train` on this task."""
+        from .trainer import train
+
+        return train(model, self, cfg, on_epoch=on_epoch)
+
+    def test(self, model: nn.Module) -> tuple[float, float]:
+        """Accuracy and mean cross-entropy on the test part."""
+        from .trainer import evaluate
+
+        return evaluate(model, self.x_test, self.y_test)
+
+    def proxy_inputs(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` training samples drawn with ``generator``."""
+        return self.x_train[torch.randperm(len(self.x_train), generator=generator)[:n]]
+
+    def cost_inputs(self) -> None:
+        """Costs are measured on one sample of the declared input shape (``None``)."""
+
+
+TaskFactory = Callable[[], Any]
+
+
+def register_task(name: str) -> Callable[[TaskFactory], TaskFactory]:
+    """Register a zero-argument function returning a :class:`SearchTask` under ``name``."""
+
+    def decorate(fn: TaskFactory) -> TaskFactory:
         _TASKS[name] = fn
         return fn
 
     return decorate
 
 
+def _load_task_modules() -> None:
+    for module in TASK_MODULES:
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)
+
+
 def list_tasks() -> list[str]:
     """Names of the registered tasks."""
+    _load_task_modules()
     return sorted(_TASKS)
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str) -> SearchTask:
     """The registered task ``name`` (a :class:`DataError` with suggestions if unknown)."""
+    _load_task_modules()
     if name not in _TASKS:
         raise DataError(
             f"unknown task {name!r}{suggest(name, list(_TASKS))}; "

@@ -34,13 +34,13 @@ from ..network import build
 from ..spec import spec_hash
 from ..weights import save_weights
 from .config import RunConfig
-from .constraints import Budget, Rejected, check, check_classifier
+from .constraints import Budget, Rejected, check
 from .objectives import Objective, make_sampler, resolve_sampler
 from .proxies import ProxyFilter, score
 from .pruning import is_reused, make_pruner, make_stopper
 from .space import SearchSpace
-from .tasks import Task
-from .trainer import TrainConfig, TrainResult, train
+from .tasks import SearchTask
+from .trainer import TrainConfig, TrainResult
 
 __all__ = [
     "CandidateObjective",
@@ -54,6 +54,17 @@ __all__ = [
 ]
 
 Trainer = Callable[..., TrainResult]
+
+
+def fit_task(
+    model: torch.nn.Module,
+    task: SearchTask,
+    cfg: TrainConfig,
+    *,
+    on_epoch: Callable[[int, float], bool] | None = None,
+) -> TrainResult:
+    """The default trainer: the task's own loop (``task.fit``)."""
+    return task.fit(model, cfg, on_epoch=on_epoch)
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 BUDGET_EXIT = 3  # a worker's exit status for an empty feasible region
 REUSED_ATTRS = ("val_acc", "val_loss", "best_epoch", "epochs_run", "curve", "stopped")
@@ -93,18 +104,19 @@ class CandidateObjective:
     def __init__(
         self,
         config: RunConfig,
-        task: Task,
+        task: SearchTask,
         space: SearchSpace,
         objectives: Sequence[Objective],
         budget: Budget,
         *,
-        trainer: Trainer = train,
+        trainer: Trainer = fit_task,
     ) -> None:
         self.config, self.task, self.space = config, task, space
         self.objectives, self.budget, self.trainer = list(objectives), budget, trainer
         self.need_latency = any(o.name == "latency" for o in objectives)
         self.filter = ProxyFilter(config.proxy_keep) if config.proxy else None
         self.flat = resolve_sampler(config.sampler, len(self.objectives)) == "nsga2"
+        self.cost_inputs = task.cost_inputs()
 
     def _reject(self, trial: optuna.Trial, reason: str, detail: str) -> None:
         trial.set_user_attr("rejected", reason)
@@ -114,8 +126,10 @@ class CandidateObjective:
     def _proxy(self, trial: optuna.Trial, model: torch.nn.Module) -> None:
         assert self.filter is not None and self.config.proxy is not None
         gen = torch.Generator().manual_seed(self.config.seed)
-        idx = torch.randperm(len(self.task.x_train), generator=gen)[:64]
-        value = score(self.config.proxy, model, self.task.x_train[idx])
+        x = self.task.proxy_inputs(64, gen)
+        if x is None:  # the task has no plain input batch (``design`` refuses --proxy for it)
+            return
+        value = score(self.config.proxy, model, x)
         previous = [
             t.user_attrs["proxy_score"]
             for t in trial.study.get_trials(deepcopy=False)
@@ -162,8 +176,10 @@ class CandidateObjective:
         try:
             spec = self.space.sample(trial)
             values = self.space.sample_train(trial)
-            check_classifier(spec, self.task.num_classes)
-            measurement, violation = check(self.budget, spec, need_latency=self.need_latency)
+            self.task.check_model(spec)
+            measurement, violation = check(
+                self.budget, spec, need_latency=self.need_latency, inputs=self.cost_inputs
+            )
         except SpecError as exc:  # choices that do not fit together (e.g. shapes)
             self._reject(trial, "invalid", str(exc).splitlines()[0])
         cfg = TrainConfig.from_dict(values, seed=trial_seed(self.config.seed, trial.params))
@@ -263,7 +279,7 @@ def load_worker_study(config: RunConfig) -> optuna.Study:
 def run_worker(
     config: RunConfig,
     *,
-    trainer: Trainer = train,
+    trainer: Trainer = fit_task,
     callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
 ) -> int:
     """Run trials of ``config``'s study until it has ``config.trials`` trained trials (or the
