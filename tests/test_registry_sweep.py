@@ -63,7 +63,7 @@ def test_model_conformance(name: str) -> None:
     ex = model_example(name)
     assert ex is not None, f"model {name!r} was registered without example="
     builder = functools.partial(na.create_model, name, **ex.kwargs)
-    check_module(builder, ex.inputs, skip=ex.skip)
+    check_module(builder, ex.inputs, skip=ex.skip, forward_kwargs=ex.forward_kwargs)
 
 
 @pytest.mark.parametrize(

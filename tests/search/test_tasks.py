@@ -79,9 +79,9 @@ def test_npz_vectors_and_images(tmp_path):
         ({"X": np.zeros((10, 2)), "y": np.ones(10)}, "single class"),
         ({"X": np.zeros((10, 2)), "y": np.array([0] * 8 + [1] * 2)}, "class 1 has 2 sample"),
         ({"X": np.zeros(10), "y": np.arange(10) % 2}, "X must have shape"),
-        ({"X": np.zeros((10, 2)), "y": np.zeros((10, 2))}, "one label per sample"),
+        ({"X": np.zeros((10, 2)), "y": np.zeros((10, 2))}, "label column 0 is never set"),
         ({"X": np.array([["a", "b"]] * 10), "y": np.arange(10) % 2}, "real numbers"),
-        ({"X": np.zeros((10, 2)), "y": np.arange(10) % 2 + 0.5}, "integer class labels"),
+        ({"X": np.zeros((10, 2)), "y": np.full(10, 0.5)}, "regression target 0 is constant"),
     ],
 )
 def test_bad_data_files_are_clear_errors(tmp_path, arrays, message):

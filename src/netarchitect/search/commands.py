@@ -18,6 +18,7 @@ from rich.table import Table
 from ..errors import NetArchitectError
 from .objectives import SAMPLERS
 from .proxies import PROXIES
+from .scoring import Scoring, get_scoring
 
 __all__ = ["design_command", "register", "report_command"]
 
@@ -32,15 +33,17 @@ def _one_line_error(parser: argparse.ArgumentParser) -> None:
     parser.error = error  # type: ignore[method-assign]
 
 
-def _final_table(final: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title)
-    for name in ("trial", "val acc", "test acc", "params", "MACs", "latency (ms)", "files"):
+def _final_table(final: list[dict[str, Any]], scoring: Scoring) -> Table:
+    metric = scoring.label
+    table = Table(title=f"chosen models (Pareto front; test {metric} measured once)")
+    columns = ("trial", f"val {metric}", f"test {metric}", "params", "MACs", "latency (ms)", "files")
+    for name in columns:
         table.add_column(name, justify="left" if name == "files" else "right")
     for f in final:
         table.add_row(
             str(f["trial"]),
-            f"{100 * f['val_acc']:.2f}%",
-            f"{100 * f['test_acc']:.2f}%",
+            scoring.format(f["val_acc"]),
+            scoring.format(f["test_acc"]),
             f"{f['params']:,}",
             f"{f['macs']:,}",
             f"{f['latency_ms']:.3g}",
@@ -74,9 +77,8 @@ def design_command(args: argparse.Namespace, console: Console) -> int:
         proxy=args.proxy,
         console=console,
     )
-    console.print(
-        _final_table(result.final, "chosen models (Pareto front; test accuracy measured once)")
-    )
+    kind = result.study.user_attrs.get("task_kind", "classification")
+    console.print(_final_table(result.final, get_scoring(kind)))
     console.print(f"report: {result.report}", highlight=False)
     return 0
 
@@ -101,7 +103,12 @@ def register(subparsers: Any) -> None:
         description="Multi-objective architecture and hyper-parameter search. With no arguments: "
         "digits, the packaged CNN/MLP space, <= 50k parameters, accuracy and MACs.",
     )
-    p.add_argument("--task", default="digits", help="built-in task: digits (default) or moons")
+    p.add_argument(
+        "--task",
+        default="digits",
+        help="built-in task: digits (default), moons, wine, breast_cancer (classification), "
+        "diabetes (regression, R²); --data takes your own",
+    )
     p.add_argument(
         "--data",
         metavar="FILE.npz",

@@ -165,9 +165,12 @@ def measure_latency(
     return latency(model, x, warmup=2, repeats=repeats, threads=1, backward=False).forward.median_ms
 
 
-def check_classifier(spec: NetworkSpec, num_classes: int) -> None:
+def check_classifier(
+    spec: NetworkSpec, num_classes: int, *, what: str = "a classifier of {n} classes"
+) -> None:
     """A :class:`SpecError` unless ``spec`` has one output of per-sample shape
-    ``(num_classes,)`` (inferred on ``meta``): what the trainer's loss needs."""
+    ``(num_classes,)`` (inferred on ``meta``): what the trainer's loss needs. ``what`` names
+    the model in the message (``{n}`` is ``num_classes``)."""
     from ..network import infer_shapes
 
     if len(spec.outputs) != 1:
@@ -178,7 +181,7 @@ def check_classifier(spec: NetworkSpec, num_classes: int) -> None:
     if shape != (num_classes,):
         raise SpecError(
             f"outputs: the network outputs per-sample shape {list(shape)} for inputs "
-            f"{list(spec.inputs[0].shape)}; a classifier of {num_classes} classes must output "
+            f"{list(spec.inputs[0].shape)}; {what.format(n=num_classes)} must output "
             f"[{num_classes}] (flatten or pool the input first)",
             path="outputs",
         )

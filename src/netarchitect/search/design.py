@@ -150,6 +150,7 @@ def prepare_run(
         },
     )
     study.set_user_attr("task_description", task.describe())
+    study.set_user_attr("task_kind", getattr(task, "kind", "classification"))
     study.set_user_attr("budget_description", budget.describe())
     study.set_user_attr("space_dimensions", space.describe())
     config.save()

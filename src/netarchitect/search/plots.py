@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from optuna.trial import FrozenTrial
 from .._io import atomic_write
 from .objectives import Objective
 from .pruning import fully_trained, is_reused, is_stopped
+from .scoring import SCORINGS, Scoring
 
 __all__ = ["plot_history", "plot_pareto"]
 
@@ -21,6 +23,10 @@ def _save(fig: Figure, path: Path) -> Path:
     return atomic_write(
         path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     )
+
+
+def _axis_label(scoring: Scoring) -> str:
+    return f"validation {scoring.label}" + (" (%)" if scoring.percent else "")
 
 
 def _cost(objectives: Sequence[Objective]) -> Objective:
@@ -36,8 +42,9 @@ def plot_pareto(
     front: Sequence[FrozenTrial],
     objectives: Sequence[Objective],
     path: Path,
+    scoring: Scoring = SCORINGS["classification"],
 ) -> Path:
-    """Validation accuracy against the first cost: completed trials, the front as a step line."""
+    """Validation metric against the first cost: completed trials, the front as a step line."""
     cost = _cost(objectives)
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.add_subplot()
@@ -50,13 +57,13 @@ def plot_pareto(
         if group:
             ax.scatter(
                 [t.user_attrs[cost.attr] for t in group],
-                [100 * t.user_attrs["val_acc"] for t in group],
+                [scoring.scale(t.user_attrs["val_acc"]) for t in group],
                 s=18,
                 label=label,
                 **style,
             )
     pts = sorted(
-        (t.user_attrs[cost.attr], 100 * t.user_attrs["val_acc"])
+        (t.user_attrs[cost.attr], scoring.scale(t.user_attrs["val_acc"]))
         for t in front
         if cost.attr in t.user_attrs
     )
@@ -73,14 +80,16 @@ def plot_pareto(
     if pts and min(p[0] for p in pts) > 0:
         ax.set_xscale("log")
     ax.set_xlabel(cost.label)
-    ax.set_ylabel("validation accuracy (%)")
+    ax.set_ylabel(_axis_label(scoring))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)
 
 
-def plot_history(trials: Sequence[FrozenTrial], path: Path) -> Path:
-    """Validation accuracy of each trained trial by trial number, with the running best."""
+def plot_history(
+    trials: Sequence[FrozenTrial], path: Path, scoring: Scoring = SCORINGS["classification"]
+) -> Path:
+    """Validation metric of each trained trial by trial number, with the running best."""
     fig = Figure(figsize=(6.4, 3.6))
     ax = fig.add_subplot()
     trained = sorted(
@@ -95,21 +104,21 @@ def plot_history(trials: Sequence[FrozenTrial], path: Path) -> Path:
         if group:
             ax.scatter(
                 [t.number for t in group],
-                [100 * t.user_attrs["val_acc"] for t in group],
+                [scoring.scale(t.user_attrs["val_acc"]) for t in group],
                 s=14,
                 c=c,
                 label=label,
             )
-    best, xs, ys = 0.0, [], []
+    best, xs, ys = -math.inf, [], []
     for t in trained:
         if fully_trained(t):
             best = max(best, t.user_attrs["val_acc"])
             xs.append(t.number)
-            ys.append(100 * best)
+            ys.append(scoring.scale(best))
     if xs:
         ax.step(xs, ys, where="post", c="tab:red", label="best so far")
     ax.set_xlabel("trial")
-    ax.set_ylabel("validation accuracy (%)")
+    ax.set_ylabel(_axis_label(scoring))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)

@@ -23,6 +23,7 @@ from .final import front_trials
 from .objectives import Objective
 from .plots import plot_history, plot_pareto
 from .pruning import fully_trained, is_reused, is_stopped
+from .scoring import Scoring, get_scoring
 from .storage import StorageError, error_detail, open_storage, safe_url
 
 __all__ = ["load_run_study", "render_report"]
@@ -50,8 +51,6 @@ def load_run_study(run_dir: str | Path) -> tuple[RunConfig, optuna.Study]:
 def _fmt(value: Any, kind: str) -> str:
     if value is None:
         return "–"
-    if kind == "pct":
-        return f"{100 * value:.2f}%"
     if kind == "ms":
         return f"{value:.3g}"
     return f"{int(value):,}"
@@ -77,7 +76,7 @@ def _note(t: FrozenTrial, retries: dict[int, int]) -> str:
     return f"retry of trial {history[-1]}" if history else ""
 
 
-def _trial_rows(trials: Sequence[FrozenTrial]) -> list[list[str]]:
+def _trial_rows(trials: Sequence[FrozenTrial], scoring: Scoring) -> list[list[str]]:
     retries = {
         t.system_attrs["retry_history"][-1]: t.number
         for t in trials
@@ -90,7 +89,7 @@ def _trial_rows(trials: Sequence[FrozenTrial]) -> list[list[str]]:
             [
                 str(t.number),
                 t.state.name.lower(),
-                _fmt(a.get("val_acc"), "pct"),
+                scoring.format(a.get("val_acc")),
                 _fmt(a.get("params"), "n"),
                 _fmt(a.get("macs"), "n"),
                 _fmt(a.get("latency_ms"), "ms"),
@@ -119,15 +118,17 @@ def _counts(trials: Sequence[FrozenTrial]) -> str:
     )
 
 
-def _final_rows(front: Sequence[FrozenTrial], final: dict[str, Any]) -> list[list[str]]:
+def _final_rows(
+    front: Sequence[FrozenTrial], final: dict[str, Any], scoring: Scoring
+) -> list[list[str]]:
     rows = []
     for t in front:
         f = final.get(str(t.number), {})
         rows.append(
             [
                 str(t.number),
-                _fmt(t.user_attrs.get("val_acc"), "pct"),
-                _fmt(f.get("test_acc"), "pct"),
+                scoring.format(t.user_attrs.get("val_acc")),
+                scoring.format(f.get("test_acc")),
                 _fmt(t.user_attrs.get("params"), "n"),
                 _fmt(t.user_attrs.get("macs"), "n"),
                 _fmt(f.get("latency_ms"), "ms"),
@@ -146,13 +147,19 @@ def render_report(run_dir: str | Path) -> Path:
     front = front_trials(trials, objectives)
     attrs = study.user_attrs
     final = attrs.get("final_models", {})
-    plot_pareto(trials, front, objectives, run_dir / "pareto.png")
-    plot_history(trials, run_dir / "history.png")
+    scoring = get_scoring(attrs.get("task_kind", "classification"))
+    plot_pareto(trials, front, objectives, run_dir / "pareto.png", scoring)
+    plot_history(trials, run_dir / "history.png", scoring)
+    metric = scoring.label
     lines = [f"# Search report: {config.study}", ""]
     lines += [
         f"- **Task**: {attrs.get('task_description', config.task)}",
         f"- **Budget**: {attrs.get('budget_description', 'unlimited')}",
-        "- **Objectives**: " + ", ".join(f"{o.label} ({o.direction})" for o in objectives),
+        "- **Objectives**: "
+        + ", ".join(
+            f"{f'validation {metric}' if o.name == 'accuracy' else o.label} ({o.direction})"
+            for o in objectives
+        ),
         (
             f"- **Search**: sampler {config.sampler}, "
             f"early stopping {'on' if config.prune else 'off'}, proxy {config.proxy or 'none'}, "
@@ -166,15 +173,14 @@ def render_report(run_dir: str | Path) -> Path:
         "## Chosen models (Pareto front)",
         "",
         (
-            "Test accuracy is measured once per chosen model, after the search; the search saw "
-            "only "
-            "the validation split."
+            f"Test {metric} is measured once per chosen model, after the search; the search "
+            "saw only the validation split."
         ),
         "",
     ]
     lines += _table(
-        ["trial", "val acc", "test acc", "params", "MACs", "latency (ms)", "files"],
-        _final_rows(front, final),
+        ["trial", f"val {metric}", f"test {metric}", "params", "MACs", "latency (ms)", "files"],
+        _final_rows(front, final, scoring),
     )
     lines += [
         "",
@@ -191,7 +197,7 @@ def render_report(run_dir: str | Path) -> Path:
     )
     lines += ["", "## All trials", ""]
     lines += _table(
-        ["trial", "state", "val acc", "params", "MACs", "latency (ms)", "epochs", "note"],
-        _trial_rows(trials),
+        ["trial", "state", f"val {metric}", "params", "MACs", "latency (ms)", "epochs", "note"],
+        _trial_rows(trials, scoring),
     )
     return atomic_write_text(run_dir / "report.md", "\n".join(lines) + "\n")

@@ -34,6 +34,7 @@ from ..errors import BudgetError, NetArchitectError
 from .config import RUN_FILE, RunConfig
 from .objectives import Objective, pareto_front
 from .pruning import fully_trained
+from .scoring import SCORINGS, Scoring, get_scoring
 from .worker import BUDGET_EXIT, load_worker_study, run_worker, trained
 
 __all__ = ["SearchStatus", "run_search", "status_of"]
@@ -48,16 +49,21 @@ class SearchStatus:
     rejected: int
     best_acc: float | None
     pareto: int
+    scoring: Scoring = SCORINGS["classification"]  # how the best value is shown
 
     def describe(self) -> str:
-        best = f"{100 * self.best_acc:.2f}%" if self.best_acc is not None else "–"
+        best = self.scoring.format(self.best_acc)
         return (
             f"best {best} · Pareto {self.pareto} · running {self.running} · "
             f"rejected {self.rejected}"
         )
 
 
-def status_of(trials: Sequence[FrozenTrial], objectives: Sequence[Objective]) -> SearchStatus:
+def status_of(
+    trials: Sequence[FrozenTrial],
+    objectives: Sequence[Objective],
+    scoring: Scoring = SCORINGS["classification"],
+) -> SearchStatus:
     """Summarise ``trials`` for the progress display."""
     complete = [t for t in trials if fully_trained(t)]
     acc = next(i for i, o in enumerate(objectives) if o.name == "accuracy")
@@ -68,14 +74,18 @@ def status_of(trials: Sequence[FrozenTrial], objectives: Sequence[Objective]) ->
         rejected=sum(t.state == TrialState.FAIL and "rejected" in t.user_attrs for t in trials),
         best_acc=max((t.values[acc] for t in complete), default=None),
         pareto=len(front),
+        scoring=scoring,
     )
 
 
 class _Display:
     """A rich progress bar over trained trials, with the study status and an ETA."""
 
-    def __init__(self, console: Console, config: RunConfig, start_done: int) -> None:
+    def __init__(
+        self, console: Console, config: RunConfig, start_done: int, scoring: Scoring
+    ) -> None:
         self.config, self.start_done, self.t0 = config, start_done, time.monotonic()
+        self.scoring = scoring
         self.objectives = config.parsed_objectives()
         self.progress = Progress(
             TextColumn("[bold]trial"),
@@ -92,7 +102,7 @@ class _Display:
         )
 
     def update(self, trials: Sequence[FrozenTrial]) -> SearchStatus:
-        status = status_of(trials, self.objectives)
+        status = status_of(trials, self.objectives, self.scoring)
         new = status.done - self.start_done
         eta = "–"
         if new > 0:
@@ -155,7 +165,9 @@ def run_search(
     """Run the study of ``config`` (saved in its run directory) to ``config.trials`` trials."""
     console = console or Console()
     study = load_worker_study(config)
-    display = _Display(console, config, sum(trained(t) for t in study.get_trials(deepcopy=False)))
+    done = sum(trained(t) for t in study.get_trials(deepcopy=False))
+    scoring = get_scoring(study.user_attrs.get("task_kind", "classification"))
+    display = _Display(console, config, done, scoring)
     with display.progress:
         if workers == 0:
             run_worker(

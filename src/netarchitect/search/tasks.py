@@ -47,6 +47,11 @@ __all__ = [
 ]
 
 SPLIT_SEED = 0
+_OUTPUT_NAMES = {
+    "classification": "a classifier of {n} classes",
+    "regression": "a regressor of {n} target(s)",
+    "multilabel": "a multi-label classifier of {n} labels",
+}
 _TASKS: dict[str, Callable[[], SearchTask]] = {}
 #: Modules that register further task kinds, imported on the first registry lookup.
 TASK_MODULES = ("netarchitect.search.graph_task", "netarchitect.meta.fewshot_task")
@@ -104,8 +109,9 @@ class Task:
     y_val: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
-    num_classes: int
+    num_classes: int  # output width: classes, regression targets or labels
     default_space: str = "mlp_space.yaml"
+    kind: str = "classification"  # or "regression" (float y (N, k)), "multilabel" (0/1 y (N, k))
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -114,8 +120,13 @@ class Task:
 
     def describe(self) -> str:
         shape = "×".join(map(str, self.input_shape))
+        what = {
+            "classification": "classes",
+            "regression": "regression target(s)",
+            "multilabel": "labels (multi-label)",
+        }[self.kind]
         return (
-            f"{self.name}: {self.num_classes} classes, inputs {shape}, "
+            f"{self.name}: {self.num_classes} {what}, inputs {shape}, "
             f"{len(self.y_train)} train / {len(self.y_val)} val / {len(self.y_test)} test"
         )
 
@@ -123,7 +134,7 @@ class Task:
         """One output of per-sample shape ``(num_classes,)``."""
         from .constraints import check_classifier
 
-        check_classifier(spec, self.num_classes)
+        check_classifier(spec, self.num_classes, what=_OUTPUT_NAMES[self.kind])
 
     def fit(
         self,
@@ -138,10 +149,10 @@ class Task:
         return train(model, self, cfg, on_epoch=on_epoch)
 
     def test(self, model: nn.Module) -> tuple[float, float]:
-        """Accuracy and mean cross-entropy on the test part."""
+        """The metric (accuracy, R² or macro-F1) and the mean loss on the test part."""
         from .trainer import evaluate
 
-        return evaluate(model, self.x_test, self.y_test)
+        return evaluate(model, self.x_test, self.y_test, kind=self.kind)
 
     def proxy_inputs(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` training samples drawn with ``generator``."""
@@ -187,14 +198,11 @@ def get_task(name: str) -> SearchTask:
     return _TASKS[name]()
 
 
-def _check(x: np.ndarray, y: np.ndarray, where: str) -> np.ndarray:
-    """Validate features and labels; returns labels remapped to ``0..K-1``."""
+def _check_x(x: np.ndarray, n: int, where: str) -> None:
     if x.ndim < 2 or x.shape[0] == 0:
         raise DataError(f"{where}: X must have shape (N, features...) with N > 0, got {x.shape}")
-    if y.ndim != 1:
-        raise DataError(f"{where}: y must be one label per sample (shape (N,)), got {y.shape}")
-    if len(x) != len(y):
-        raise DataError(f"{where}: X has {len(x)} samples but y has {len(y)}")
+    if len(x) != n:
+        raise DataError(f"{where}: X has {len(x)} samples but y has {n}")
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise DataError(f"{where}: X must be real numbers, got dtype {x.dtype}")
     bad = ~np.isfinite(x.astype(np.float64))
@@ -204,10 +212,38 @@ def _check(x: np.ndarray, y: np.ndarray, where: str) -> np.ndarray:
             f"{where}: X contains {int(bad.sum())} NaN or infinite value(s) "
             f"(first in sample {first})"
         )
-    if np.issubdtype(y.dtype, np.floating) and not (
-        np.all(np.isfinite(y)) and np.all(y == np.round(y))
-    ):
-        raise DataError(f"{where}: y must hold integer class labels")
+
+
+def _kind(y: np.ndarray, where: str) -> str:
+    """``classification`` for integer labels (N,), ``regression`` for other real (N,) or (N, k)
+    targets, ``multilabel`` for 0/1 matrices (N, k)."""
+    if y.ndim not in (1, 2) or y.shape[-1] == 0:
+        raise DataError(
+            f"{where}: y must be labels (N,), regression targets (N,) or (N, k), or 0/1 "
+            f"multi-label targets (N, k); got shape {y.shape}"
+        )
+    if y.dtype == np.bool_:
+        return "multilabel" if y.ndim == 2 else "classification"
+    if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating):
+        if y.ndim == 1:
+            return "classification"  # string labels
+        raise DataError(f"{where}: y must be real numbers, got dtype {y.dtype}")
+    y64 = y.astype(np.float64)
+    if not np.all(np.isfinite(y64)):
+        first = int(np.argwhere(~np.isfinite(y64))[0][0])
+        raise DataError(
+            f"{where}: y contains {int((~np.isfinite(y64)).sum())} NaN or infinite value(s) "
+            f"(first in sample {first})"
+        )
+    if y.ndim == 2:
+        return "multilabel" if np.isin(y64, (0.0, 1.0)).all() else "regression"
+    if np.issubdtype(y.dtype, np.floating) and not np.all(y64 == np.round(y64)):
+        return "regression"
+    return "classification"
+
+
+def _class_labels(y: np.ndarray, where: str) -> np.ndarray:
+    """Labels remapped to ``0..K-1``; at least two classes of three samples each."""
     classes, labels, counts = np.unique(y, return_inverse=True, return_counts=True)
     if len(classes) < 2:
         raise DataError(
@@ -221,6 +257,24 @@ def _check(x: np.ndarray, y: np.ndarray, where: str) -> np.ndarray:
             "each class needs at least 3 (train/val/test)"
         )
     return labels.astype(np.int64)
+
+
+def _check_targets(y: np.ndarray, kind: str, where: str) -> None:
+    """Multi-label columns need positives and negatives; regression targets must vary."""
+    if kind == "multilabel":
+        positives = y.astype(np.float64).sum(0)
+        dead = np.flatnonzero((positives == 0) | (positives == len(y)))
+        if dead.size:
+            raise DataError(
+                f"{where}: label column {int(dead[0])} is "
+                f"{'never' if positives[dead[0]] == 0 else 'always'} set; "
+                "every label needs positive and negative samples"
+            )
+    elif kind == "regression":
+        y2 = y.reshape(len(y), -1).astype(np.float64)
+        flat = np.flatnonzero(y2.std(0) == 0)
+        if flat.size:
+            raise DataError(f"{where}: regression target {int(flat[0])} is constant")
 
 
 def _split_sizes(n: int, test: float) -> tuple[int, int]:
@@ -271,35 +325,66 @@ def task_from_arrays(
     val: float = 0.2,
     test: float = 0.2,
     default_space: str | None = None,
+    kind: str | None = None,
 ) -> Task:
-    """Split arrays into a :class:`Task` (stratified, seed :data:`SPLIT_SEED`, standardised)."""
+    """Split arrays into a :class:`Task` (seed :data:`SPLIT_SEED`, features standardised).
+
+    ``kind`` defaults to what ``y`` looks like: integer labels (N,) are classification
+    (stratified split), other real targets (N,) or (N, k) regression (targets standardised
+    with training statistics too: R² does not change), 0/1 matrices (N, k) multi-label.
+    """
     from sklearn.model_selection import train_test_split
 
-    x = np.asarray(x)
-    labels = _check(x, np.asarray(y), name)
+    x, y = np.asarray(x), np.asarray(y)
+    detected = _kind(y, name)
+    if kind is None:
+        kind = detected
+    elif kind not in _OUTPUT_NAMES:
+        raise DataError(f"{name}: unknown task kind {kind!r}; use one of {', '.join(_OUTPUT_NAMES)}")
+    elif kind != "regression" and detected != kind:
+        raise DataError(f"{name}: y looks like {detected} targets, not {kind}")
+    _check_x(x, len(y), name)
     if x.ndim == 3:  # (N, H, W) images get a channel dimension
         x = x[:, None]
-    _check_split(len(x), int(labels.max()) + 1, val, test, name)
     idx = np.arange(len(x))
-    rest, test_idx = train_test_split(idx, test_size=test, stratify=labels, random_state=SPLIT_SEED)
+    if kind == "classification":
+        targets: np.ndarray = _class_labels(y, name)
+        width = int(targets.max()) + 1
+        _check_split(len(x), width, val, test, name)
+        stratify: np.ndarray | None = targets
+    else:
+        _check_targets(y, kind, name)
+        targets = y.astype(np.float32).reshape(len(y), -1)
+        width = targets.shape[1]
+        _check_split(len(x), 1, val, test, name)
+        stratify = None
+    rest, test_idx = train_test_split(
+        idx, test_size=test, stratify=stratify, random_state=SPLIT_SEED
+    )
     train_idx, val_idx = train_test_split(
-        rest, test_size=val / (1 - test), stratify=labels[rest], random_state=SPLIT_SEED
+        rest,
+        test_size=val / (1 - test),
+        stratify=None if stratify is None else stratify[rest],
+        random_state=SPLIT_SEED,
     )
     x = _standardise(x, train_idx, name)
+    if kind == "regression":
+        targets = _standardise(targets, train_idx, f"{name} (y)")
 
     def part(i: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.from_numpy(np.ascontiguousarray(x[i], dtype=np.float32)), torch.from_numpy(
-            labels[i]
+            np.ascontiguousarray(targets[i])
         )
 
     space = default_space or ("default_space.yaml" if x.ndim == 4 else "mlp_space.yaml")
     return Task(
-        name, *part(train_idx), *part(val_idx), *part(test_idx), int(labels.max()) + 1, space
+        name, *part(train_idx), *part(val_idx), *part(test_idx), width, space, kind
     )
 
 
 def load_npz_task(path: str | Path) -> Task:
-    """A task from a ``.npz`` file holding arrays ``X`` (N, ...) and ``y`` (N,)."""
+    """A task from a ``.npz`` file holding arrays ``X`` (N, ...) and ``y``: labels (N,),
+    regression targets (N,) or (N, k) (non-integer floats), or 0/1 multi-label targets (N, k)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file {str(path)!r} does not exist")
@@ -336,3 +421,34 @@ def moons() -> Task:
 
     x, y = make_moons(n_samples=1000, noise=0.2, random_state=SPLIT_SEED)
     return task_from_arrays("moons", x, y, default_space="mlp_space.yaml")
+
+
+@register_task("wine")
+def wine() -> Task:
+    """scikit-learn's bundled wine recognition data (178 samples, 13 features, 3 cultivars)."""
+    from sklearn.datasets import load_wine
+
+    d = load_wine()
+    return task_from_arrays("wine", d.data, d.target, default_space="mlp_space.yaml")
+
+
+@register_task("breast_cancer")
+def breast_cancer() -> Task:
+    """scikit-learn's bundled Wisconsin breast-cancer data (569 samples, 30 features, 2
+    classes)."""
+    from sklearn.datasets import load_breast_cancer
+
+    d = load_breast_cancer()
+    return task_from_arrays("breast_cancer", d.data, d.target, default_space="mlp_space.yaml")
+
+
+@register_task("diabetes")
+def diabetes() -> Task:
+    """scikit-learn's bundled diabetes data: regression of disease progression (442 samples,
+    10 features); scored by R² (targets standardised)."""
+    from sklearn.datasets import load_diabetes
+
+    d = load_diabetes()
+    return task_from_arrays(
+        "diabetes", d.data, d.target, default_space="mlp_space.yaml", kind="regression"
+    )

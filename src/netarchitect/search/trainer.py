@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import NetArchitectError
+from .scoring import get_scoring
 
 __all__ = ["TrainConfig", "TrainResult", "augment_batch", "evaluate", "train"]
 
@@ -83,19 +84,24 @@ class TrainResult:
 
 
 def evaluate(
-    model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 1024
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    batch_size: int = 1024,
+    kind: str = "classification",
 ) -> tuple[float, float]:
-    """Accuracy and mean cross-entropy of ``model`` on ``(x, y)`` in eval mode."""
+    """The metric of the task ``kind`` (accuracy for classification) and the mean loss of
+    ``model`` on ``(x, y)``, in eval mode."""
+    scoring = get_scoring(kind)
     was_training = model.training
     model.eval()
-    correct, loss = 0, 0.0
     with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            logits = model(x[i : i + batch_size])
-            loss += F.cross_entropy(logits, y[i : i + batch_size], reduction="sum").item()
-            correct += int((logits.argmax(1) == y[i : i + batch_size]).sum())
+        out = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        out = out.float()
+        loss = scoring.loss(out, y, 0.0).item()
     model.train(was_training)
-    return correct / len(x), loss / len(x)
+    return scoring.metric(out, y), loss
 
 
 def augment_batch(x: Tensor, strength: float, generator: torch.Generator) -> Tensor:
@@ -139,12 +145,15 @@ def train(
     *,
     on_epoch: Callable[[int, float], bool] | None = None,
 ) -> TrainResult:
-    """Train ``model`` on ``data.x_train/y_train``, validate on ``data.x_val/y_val`` each epoch.
+    """Train ``model`` on ``data.x_train/y_train``, validate on ``data.x_val/y_val`` each epoch,
+    with the loss and metric of ``data.kind`` (classification when absent).
 
     ``on_epoch(epoch, val_acc)`` returning ``True`` stops training (a pruned trial).
     The model ends holding the weights of its best validation epoch.
     """
     start = time.perf_counter()
+    kind = getattr(data, "kind", "classification")
+    scoring = get_scoring(kind)
     torch.manual_seed(cfg.seed)  # dropout and other in-model randomness
     gen = torch.Generator().manual_seed(cfg.seed)
     x, y = data.x_train, data.y_train
@@ -154,7 +163,7 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, _schedule(cfg.warmup_epochs * steps, cfg.epochs * steps)
     )
-    best = (-1.0, math.inf)
+    best = (-math.inf, math.inf)
     best_state, best_epoch, curve, stopped, since_best = None, 0, [], "completed", 0
     for epoch in range(cfg.epochs):
         model.train()
@@ -162,14 +171,14 @@ def train(
         for i in range(0, n, cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
             xb = augment_batch(x[idx], cfg.augment, gen)
-            loss = F.cross_entropy(model(xb), y[idx], label_smoothing=cfg.label_smoothing)
+            loss = scoring.loss(model(xb), y[idx], cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-        acc, val_loss = evaluate(model, data.x_val, data.y_val)
-        if not math.isfinite(val_loss):
-            acc = 0.0
+        acc, val_loss = evaluate(model, data.x_val, data.y_val, kind=kind)
+        if not (math.isfinite(val_loss) and math.isfinite(acc)):  # diverged
+            acc = 0.0 if scoring.percent else -1.0
         curve.append(acc)
         if (acc, -val_loss) > (best[0], -best[1]):
             best, best_epoch, since_best = (acc, val_loss), epoch, 0
