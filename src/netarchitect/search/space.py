@@ -40,7 +40,9 @@ TRAIN_KEYS = (
     "augment",
     "patience",
 )
-_TOP_KEYS = {"name", "description", "inputs", "nodes", "outputs", "init", "train"}
+_TOP_KEYS = {
+    "name", "description", "inputs", "context", "nodes", "outputs", "tie", "roles", "init", "train"
+}
 
 
 @dataclass(frozen=True)

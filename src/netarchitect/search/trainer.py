@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -22,9 +22,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import NetArchitectError
-from .scoring import get_scoring
+from .scoring import SCORINGS, Scoring, get_scoring
 
-__all__ = ["TrainConfig", "TrainResult", "augment_batch", "evaluate", "train"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "augment_batch",
+    "evaluate",
+    "fit_loop",
+    "lr_schedule",
+    "param_groups",
+    "train",
+]
 
 
 @dataclass(frozen=True)
@@ -123,13 +132,15 @@ def augment_batch(x: Tensor, strength: float, generator: torch.Generator) -> Ten
     return x + noise
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices and kernels, none on biases and norm weights."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
     rest = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-def _schedule(warmup: int, total: int) -> Callable[[int], float]:
+def lr_schedule(warmup: int, total: int) -> Callable[[int], float]:
+    """Learning-rate factor per step: linear warm-up over ``warmup`` steps, then cosine to 0."""
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
@@ -138,45 +149,42 @@ def _schedule(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
-def train(
+def fit_loop(
     model: nn.Module,
-    data: Any,
     cfg: TrainConfig,
     *,
+    steps_per_epoch: int,
+    batches: Callable[[torch.Generator], Iterable[tuple[Any, Tensor]]],
+    forward: Callable[[nn.Module, Any], Tensor],
+    validate: Callable[[nn.Module], tuple[float, float]],
+    scoring: Scoring = SCORINGS["classification"],
     on_epoch: Callable[[int, float], bool] | None = None,
 ) -> TrainResult:
-    """Train ``model`` on ``data.x_train/y_train``, validate on ``data.x_val/y_val`` each epoch,
-    with the loss and metric of ``data.kind`` (classification when absent).
+    """The training loop of every task: AdamW, warm-up then cosine per step, validation each
+    epoch, early stopping, best weights restored — on any kind of batch.
 
-    ``on_epoch(epoch, val_acc)`` returning ``True`` stops training (a pruned trial).
-    The model ends holding the weights of its best validation epoch.
+    ``batches(generator)`` yields one epoch of ``(inputs, targets)``; ``forward(model,
+    inputs)`` gives the outputs the ``scoring`` loss takes; ``validate(model)`` the validation
+    (metric, loss). ``on_epoch(epoch, metric)`` returning ``True`` stops (a pruned trial).
     """
     start = time.perf_counter()
-    kind = getattr(data, "kind", "classification")
-    scoring = get_scoring(kind)
     torch.manual_seed(cfg.seed)  # dropout and other in-model randomness
     gen = torch.Generator().manual_seed(cfg.seed)
-    x, y = data.x_train, data.y_train
-    n = len(x)
-    steps = math.ceil(n / cfg.batch_size)
-    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, foreach=True)
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, foreach=True)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, _schedule(cfg.warmup_epochs * steps, cfg.epochs * steps)
+        opt, lr_schedule(cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch)
     )
     best = (-math.inf, math.inf)
     best_state, best_epoch, curve, stopped, since_best = None, 0, [], "completed", 0
     for epoch in range(cfg.epochs):
         model.train()
-        order = torch.randperm(n, generator=gen)
-        for i in range(0, n, cfg.batch_size):
-            idx = order[i : i + cfg.batch_size]
-            xb = augment_batch(x[idx], cfg.augment, gen)
-            loss = scoring.loss(model(xb), y[idx], cfg.label_smoothing)
+        for inputs, targets in batches(gen):
+            loss = scoring.loss(forward(model, inputs), targets, cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-        acc, val_loss = evaluate(model, data.x_val, data.y_val, kind=kind)
+        acc, val_loss = validate(model)
         if not (math.isfinite(val_loss) and math.isfinite(acc)):  # diverged
             acc = 0.0 if scoring.percent else -1.0
         curve.append(acc)
@@ -195,4 +203,35 @@ def train(
         model.load_state_dict(best_state)
     return TrainResult(
         best[0], best[1], best_epoch, len(curve), time.perf_counter() - start, curve, stopped
+    )
+
+
+def train(
+    model: nn.Module,
+    data: Any,
+    cfg: TrainConfig,
+    *,
+    on_epoch: Callable[[int, float], bool] | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``data.x_train/y_train``, validate on ``data.x_val/y_val`` each epoch,
+    with the loss and metric of ``data.kind`` (classification when absent); see
+    :func:`fit_loop`. ``cfg.augment`` adds noise (and pixel shifts to images)."""
+    kind = getattr(data, "kind", "classification")
+    x, y = data.x_train, data.y_train
+
+    def batches(gen: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
+        order = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            yield augment_batch(x[idx], cfg.augment, gen), y[idx]
+
+    return fit_loop(
+        model,
+        cfg,
+        steps_per_epoch=math.ceil(len(x) / cfg.batch_size),
+        batches=batches,
+        forward=lambda m, xb: m(xb),
+        validate=lambda m: evaluate(m, data.x_val, data.y_val, kind=kind),
+        scoring=get_scoring(kind),
+        on_epoch=on_epoch,
     )
