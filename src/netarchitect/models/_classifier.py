@@ -147,12 +147,11 @@ class ClassifierNetwork(Network):
 
     @property
     def num_classes(self) -> int:
-        """Outputs of the classifier (0 once it was reset to the identity)."""
-        return (
-            0
-            if self.spec.node(self.head_node).block == "identity"
-            else self._infos[self.head_node].shape[-1]
-        )
+        """Classes (or targets) of the head (0 once it was reset to the identity)."""
+        node = self.spec.node(self.head_node)
+        if node.block == "identity":
+            return 0
+        return int(node.params.get("out_features", self._infos[self.head_node].shape[-1]))
 
     @property
     def feature_info(self) -> list[dict[str, Any]]:
@@ -229,35 +228,52 @@ class ClassifierNetwork(Network):
 
     # ------------------------------------------------------------------ surgery
 
-    def reset_classifier(self, num_classes: int, *, seed: int | None = None) -> None:
-        """Replace the classifier by a fresh ``num_classes``-way linear layer (``0``: the
-        identity, so the model returns pre-logits) and update :attr:`spec` to match.
+    def reset_classifier(
+        self,
+        num_classes: int,
+        *,
+        head: str = "linear",
+        head_args: Mapping[str, Any] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        """Replace the classifier by a fresh ``num_classes``-way head (``0``: the identity, so
+        the model returns pre-logits) and update :attr:`spec` to match.
 
-        With ``seed`` the new weights equal those ``build(model.spec, seed=seed)`` gives.
+        ``head`` is ``linear`` or one of :data:`~netarchitect.layers.heads.HEADS`
+        (``gaussian_head`` for heteroscedastic regression, ``ordinal_head``,
+        ``embedding_head``, ``angular_margin_head``), with ``head_args`` its options;
+        ``num_classes`` is its ``out_features``. With ``seed`` the new weights equal those
+        ``build(model.spec, seed=seed)`` gives.
         """
+        from ..layers.heads import HEADS
+
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
             raise SpecError(f"num_classes={num_classes!r} must be an integer >= 0")
-        head = self.head_node
-        old = self.spec.node(head)
+        if head not in HEADS:
+            raise SpecError(
+                f"head={head!r}{suggest(head, HEADS)}; use one of {', '.join(HEADS)}", path="head"
+            )
+        head_node = self.head_node
+        old = self.spec.node(head_node)
         params: dict[str, Any] = {}
         block = "identity"
         if num_classes:
-            block = "linear"
-            params = dict(old.params) if old.block == "linear" else {}
-            params["out_features"] = num_classes
+            block = head
+            params = dict(old.params) if old.block == head else {}
+            params.update({**(head_args or {}), "out_features": num_classes})
         in_features = self._infos[self.pre_logits_node].shape[-1]
         resolved = {**params, "in_features": in_features} if num_classes else {}
         ref = next(self.parameters(), None)
         device = ref.device if ref is not None else torch.device("cpu")
         dtype = ref.dtype if ref is not None else None
         module = get_block(block)(**resolved, device="meta", dtype=dtype)
+        shape = tuple(module(torch.empty(1, in_features, device="meta", dtype=dtype)).shape[1:])
         if device.type != "meta":
             holder = nn.Module()
-            holder.nodes = nn.ModuleDict({head: module})
+            holder.nodes = nn.ModuleDict({head_node: module})
             materialize(holder, device, seed=seed, policy=self.spec.init or None)
-        self.nodes[head] = module
-        self._spec = self.spec.replace_node(head, block=block, params=params)
+        self.nodes[head_node] = module
+        self._spec = self.spec.replace_node(head_node, block=block, params=params)
         self._node_specs = {n.id: n for n in self._spec.nodes}
-        shape = (num_classes,) if num_classes else self._infos[self.pre_logits_node].shape
         n_params = sum(p.numel() for p in module.parameters())
-        self._infos[head] = NodeInfo(head, block, resolved, shape, n_params)
+        self._infos[head_node] = NodeInfo(head_node, block, resolved, shape, n_params)
