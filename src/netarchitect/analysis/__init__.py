@@ -6,6 +6,14 @@ of keyword inputs. Parameter, FLOP, memory and summary analysis also run on the
 ``meta`` device, so a model far larger than RAM can be measured without weights.
 """
 
+from .attribution import (
+    AttributionError,
+    IGResult,
+    grad_cam,
+    integrated_gradients,
+    saliency,
+    smoothgrad,
+)
 from .commands import doctor_command, inspect_command, make_inputs, parse_input_shape
 from .doctor import (
     THRESHOLDS,
@@ -29,11 +37,13 @@ from .summary import SummaryRow, SummaryTable, summary
 __all__ = [
     "THRESHOLDS",
     "ActivationStat",
+    "AttributionError",
     "Count",
     "DoctorReport",
     "Flag",
     "FlopCounter",
     "FlopResult",
+    "IGResult",
     "LatencyReport",
     "LayerGrad",
     "MemoryReport",
@@ -50,14 +60,18 @@ __all__ = [
     "diagnose",
     "doctor_command",
     "fit_exponent",
+    "grad_cam",
     "inspect_command",
+    "integrated_gradients",
     "latency",
     "make_inputs",
     "memory",
     "parse_input_shape",
     "plot_gradient_flow",
     "plot_scaling",
+    "saliency",
     "scaling",
+    "smoothgrad",
     "summary",
     "trace_activations",
 ]
