@@ -19,6 +19,7 @@ import re
 import secrets
 import socket
 import stat
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,8 @@ __all__ = [
     "check_readable",
     "check_writable",
     "check_writable_dir",
+    "prepare_output_dir",
+    "publish_output_dir",
 ]
 
 MAX_TEXT_BYTES = 64 * 2**20
@@ -229,3 +232,27 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically."""
     return atomic_write(path, lambda p: p.write_bytes(data))
+
+
+def prepare_output_dir(out: Path, option: str = "--out") -> Path:
+    """A fresh hidden folder to write a command's outputs into, in ``out``'s nearest existing
+    ancestor (so that a failure creates nothing); ``out`` must not exist or be an empty
+    folder. :func:`publish_output_dir` moves it into place when the work is complete."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise NetArchitectError(f"{option} {out}: exists and is not an empty folder; choose a new one")
+    ancestor = out.absolute().parent
+    while not ancestor.is_dir():
+        ancestor = ancestor.parent
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=ancestor))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # as a plain mkdir would make it, not mkdtemp's 0700
+    return tmp
+
+
+def publish_output_dir(tmp: Path, out: Path) -> None:
+    """Move the finished folder ``tmp`` to ``out`` (creating its parents only now)."""
+    if out.is_dir():
+        out.rmdir()  # empty (checked before any work)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(out)

@@ -237,10 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     from .cli_analysis import register as analysis_commands
+    from .extend.commands import register as extend_commands
     from .optimize.commands import register as optimize_commands
     from .search.commands import register as search_commands
 
-    return [analysis_commands, search_commands, optimize_commands]
+    return [analysis_commands, search_commands, optimize_commands, extend_commands]
 
 
 _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []

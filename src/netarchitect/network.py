@@ -397,6 +397,10 @@ class Network(nn.Module):
         outs = [values[o] for o in self._spec.outputs]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
+    def upstream_nodes(self, outputs: Sequence[str]) -> list[str]:
+        """The nodes (in execution order) that computing ``outputs`` runs, those included."""
+        return list(self._needed(tuple(outputs)))
+
     def _needed(self, wanted: tuple[str, ...], given: tuple[str, ...] = ()) -> list[str]:
         """Nodes (in execution order) that the ``wanted`` outputs depend on, stopping at the
         ``given`` values."""

@@ -14,9 +14,7 @@ table of parameters, MACs, stored size, latency and validation accuracy.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from .._io import prepare_output_dir, publish_output_dir
 from ..errors import NetArchitectError
 
 __all__ = ["Measure", "OptimizeError", "load_target", "measure", "optimize_command", "register"]
@@ -179,29 +178,6 @@ def _report(target: str, steps: list[str], rows: list[tuple[str, str, str, str]]
     return "\n".join(lines) + "\n"
 
 
-def _prepare_out(out: Path) -> Path:
-    """A fresh hidden folder to write into, in ``out``'s nearest existing ancestor (so that
-    a failure creates nothing); ``out`` must not exist or be an empty folder."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise OptimizeError(f"--out {out}: exists and is not an empty folder; choose a new one")
-    ancestor = out.absolute().parent
-    while not ancestor.is_dir():
-        ancestor = ancestor.parent
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=ancestor))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # as a plain mkdir would make it, not mkdtemp's 0700
-    return tmp
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Move the finished folder to ``out`` (creating its parents only now)."""
-    if out.is_dir():
-        out.rmdir()  # empty (checked before any work)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(out)
-
-
 def _finetune(model: nn.Module, task: Any, epochs: int, seed: int) -> None:
     from ..search.trainer import TrainConfig, train
 
@@ -229,10 +205,10 @@ def optimize_command(args: argparse.Namespace, console: Console) -> int:
     if args.finetune_epochs and task is None:
         raise OptimizeError("--finetune-epochs needs --data (or a design run's model folder)")
     inputs = _inputs(model, task)
-    tmp = _prepare_out(args.out)
+    tmp = prepare_output_dir(args.out)
     try:
         text = _optimize(model, inputs, task, args, tmp, console)
-        _publish(tmp, args.out)
+        publish_output_dir(tmp, args.out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
