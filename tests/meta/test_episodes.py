@@ -136,3 +136,16 @@ def test_mixture_bad_arguments(data):
     b = EpisodeSampler(x, y, n_way=3, k_shot=1, n_query=1)
     with pytest.raises(FewShotError, match="samplers: differ"):
         EpisodeMixture(a, b)
+
+
+def test_mixture_turns_and_mixed_shapes(data):
+    x, y = data
+    low = EpisodeSampler(x, y, n_way=2, k_shot=1, n_query=1, classes=[0, 1, 2], seed=0)
+    wide = EpisodeSampler(x, y, n_way=3, k_shot=1, n_query=1, classes=[7, 8, 9], seed=0)
+    mix = EpisodeMixture(low, wide, turns=[1, 2], mixed_shapes=True)
+    assert (mix.n_way, mix.k_shot, mix.n_query) == (None, 1, 1)
+    assert [mix.sample().n_way for _ in range(6)] == [2, 3, 3, 2, 3, 3]
+    with pytest.raises(FewShotError, match="turns: has 1 entries"):
+        EpisodeMixture(low, wide, turns=[1], mixed_shapes=True)
+    with pytest.raises(FewShotError, match="turns: must be a positive"):
+        EpisodeMixture(low, wide, turns=[1, 0], mixed_shapes=True)

@@ -30,3 +30,19 @@ def test_train_protonet_reduces_loss():
     losses = train_protonet(net, sampler, steps=60, lr=1e-2)
     assert sum(losses[-10:]) < 0.7 * sum(losses[:10])
     assert not net.training
+
+
+def test_cosine_schedule_and_bad_schedule():
+    import pytest
+
+    from netarchitect.meta.errors import FewShotError
+
+    y = torch.arange(4).repeat_interleave(4)
+    x = torch.randn(16, 3)
+    net = ProtoNet(nn.Linear(3, 4))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    sampler = EpisodeSampler(x, y, n_way=2, k_shot=1, n_query=1, seed=0)
+    train_protonet(net, sampler, steps=4, optimizer=opt, schedule="cosine")
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # ½(1 + cos π) at the end
+    with pytest.raises(FewShotError, match="schedule"):
+        train_protonet(net, sampler, steps=1, schedule="linear")

@@ -142,25 +142,44 @@ class EpisodeSampler:
 
 
 class EpisodeMixture:
-    """Round-robin over samplers of the same episode shape (e.g. glyph tasks and digit tasks).
+    """Round-robin over samplers (e.g. glyph tasks and digit tasks).
 
     :meth:`sample` and :meth:`sample_batch` draw from the next sampler in turn, so a training
-    loop that takes one episode (or one meta-batch) per step alternates between the sources.
+    loop that takes one episode (or one meta-batch) per step alternates between the sources;
+    ``turns`` (one positive int per sampler) gives sampler ``i`` that many consecutive turns
+    per round. The samplers must share ``(n_way, k_shot, n_query)`` (a MAML head has one
+    width) unless ``mixed_shapes=True`` (prototypical networks take any ``n_way``); then the
+    differing attributes are ``None``.
     """
 
-    def __init__(self, *samplers: EpisodeSampler) -> None:
+    def __init__(
+        self,
+        *samplers: EpisodeSampler,
+        turns: Sequence[int] | None = None,
+        mixed_shapes: bool = False,
+    ) -> None:
         if not samplers:
             raise FewShotError("samplers", "needs at least one sampler")
-        shapes = {(s.n_way, s.k_shot, s.n_query) for s in samplers}
-        if len(shapes) > 1:
-            raise FewShotError("samplers", f"differ in (n_way, k_shot, n_query): {sorted(shapes)}")
+        shapes = [(s.n_way, s.k_shot, s.n_query) for s in samplers]
+        if len(set(shapes)) > 1 and not mixed_shapes:
+            raise FewShotError(
+                "samplers", f"differ in (n_way, k_shot, n_query): {sorted(set(shapes))}"
+            )
+        turns = [1] * len(samplers) if turns is None else list(turns)
+        if len(turns) != len(samplers):
+            raise FewShotError("turns", f"has {len(turns)} entries for {len(samplers)} samplers")
+        for t in turns:
+            check_positive(turns=t)
         self.samplers = samplers
-        self.n_way, self.k_shot, self.n_query = shapes.pop()
+        self.n_way, self.k_shot, self.n_query = (
+            shapes[0][i] if len({s[i] for s in shapes}) == 1 else None for i in range(3)
+        )
+        self._order = [i for i, t in enumerate(turns) for _ in range(t)]
         self._next = 0
 
     def _turn(self) -> EpisodeSampler:
-        sampler = self.samplers[self._next]
-        self._next = (self._next + 1) % len(self.samplers)
+        sampler = self.samplers[self._order[self._next]]
+        self._next = (self._next + 1) % len(self._order)
         return sampler
 
     def sample(self) -> Episode:

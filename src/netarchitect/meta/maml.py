@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
+from netarchitect.meta._schedule import make_scheduler
 from netarchitect.meta.episodes import EpisodeMixture, EpisodeSampler
 from netarchitect.meta.errors import FewShotError, check_positive
 
@@ -146,15 +147,19 @@ def train_maml(
     meta_batch: int = 8,
     lr: float = 1e-3,
     optimizer: torch.optim.Optimizer | None = None,
+    schedule: str = "constant",
 ) -> list[float]:
-    """Meta-train with Adam (or ``optimizer``) on ``meta_batch`` tasks per step; losses."""
+    """Meta-train with Adam (or ``optimizer``) on ``meta_batch`` tasks per step, ``constant`` or
+    ``cosine`` learning rate; returns the losses."""
     check_positive(steps=steps, meta_batch=meta_batch)
     opt = optimizer or torch.optim.Adam(maml.parameters(), lr=lr)
+    scheduler = make_scheduler(opt, schedule, steps)
     losses = []
     for _ in range(steps):
         loss = maml.meta_loss(*sampler.sample_batch(meta_batch))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        scheduler.step()
         losses.append(loss.item())
     return losses

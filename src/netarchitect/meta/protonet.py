@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from netarchitect.meta._schedule import make_scheduler
 from netarchitect.meta.episodes import EpisodeMixture, EpisodeSampler
 
 __all__ = ["ProtoNet", "prototype_logits", "prototypes", "train_protonet"]
@@ -54,10 +55,13 @@ def train_protonet(
     steps: int,
     lr: float = 1e-3,
     optimizer: torch.optim.Optimizer | None = None,
+    schedule: str = "constant",
 ) -> list[float]:
-    """Episodic training with Adam (or ``optimizer``); returns the loss per step."""
+    """Episodic training with Adam (or ``optimizer``) and a ``constant`` or ``cosine`` learning
+    rate; returns the loss per step."""
     opt = optimizer or torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
+    scheduler = make_scheduler(opt, schedule, steps)
     losses = []
     for _ in range(steps):
         ep = sampler.sample()
@@ -65,6 +69,7 @@ def train_protonet(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        scheduler.step()
         losses.append(loss.item())
     model.eval()
     return losses
