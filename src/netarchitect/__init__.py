@@ -36,6 +36,7 @@ __version__ = "0.1.0"
 def _load_library() -> None:
     """Import the layers and models so their blocks and models are registered."""
     import_module("netarchitect.layers")
+    import_module("netarchitect.graph")  # the pyg_conv block
     import_module("netarchitect.models")
 
 

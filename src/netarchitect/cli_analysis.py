@@ -140,6 +140,9 @@ def _inputs(
     from .analysis import make_inputs
 
     meta = getattr(args, "meta", None)  # doctor has no --meta
+    if parsed is None and callable(getattr(model, "sample_inputs", None)):
+        # a model whose call needs more than its declared inputs (a GNN's graph) says how
+        return tuple(model.sample_inputs(device="meta" if meta else "cpu"))
     if parsed is None:  # the spec's own inputs
         if spec_inputs is None:
             raise SpecError(
@@ -158,7 +161,9 @@ def _run_checked(fn, target: str, inputs: tuple[torch.Tensor, ...]):  # type: ig
     try:
         return fn()
     except (ValueError, RuntimeError) as exc:
-        shapes = ", ".join("x".join(map(str, t.shape)) for t in inputs)
+        shapes = ", ".join(
+            "x".join(map(str, t.shape)) for t in inputs if isinstance(t, torch.Tensor)
+        )
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "can't allocate memory" in first or "not enough memory" in first:
             raise BudgetError(

@@ -107,7 +107,8 @@ def register(subparsers: Any) -> None:
         "--task",
         default="digits",
         help="built-in task: digits (default), moons, wine, breast_cancer (classification), "
-        "diabetes (regression, R²); --data takes your own",
+        "diabetes (regression, R²), sbm and karate (graphs), digits-fewshot (5-way 5-shot "
+        "episodes); --data takes your own",
     )
     p.add_argument(
         "--data",
