@@ -242,16 +242,19 @@ def _noted(exc: BaseException, note: str) -> BaseException:
     return exc
 
 
-def _arity_problem(module: nn.Module, args: Sequence[Tensor]) -> str | None:
+def _arity_problem(module: nn.Module, args: Sequence[Tensor], *, spread: bool) -> str | None:
     """Why ``module.forward`` cannot take the ``args`` tensors as positional inputs, or
-    ``None``: the call must bind, and the parameters they land in must be tensors (by
-    annotation; unannotated ones are assumed to be)."""
+    ``None``: the call must bind, and (``spread``: ``merge: args``) the parameters they land
+    in must be tensors (by annotation; unannotated ones are assumed to be)."""
     try:
         signature = inspect.signature(module.forward)
         bound = signature.bind(*args)
     except TypeError:
-        return f"takes a different number of inputs than the {len(args)} given (merge: args)"
+        how = " (merge: args)" if spread else ""
+        return f"takes a different number of inputs than the {len(args)} given{how}"
     except ValueError:  # pragma: no cover - forward without a signature
+        return None
+    if not spread:
         return None
     for name in bound.arguments:
         annotation = signature.parameters[name].annotation
@@ -307,9 +310,10 @@ def construct(spec: NetworkSpec, dtype: torch.dtype | None) -> Construction:
                 Problem(f"nodes[{i}].params", f"block {node.block!r}: {_first_line(exc)}")
             )
             continue
-        arity = _arity_problem(module, args) if node.merge == "args" else None
+        arity = _arity_problem(module, args, spread=node.merge == "args")
         if arity:
-            result.shape_problems.append(Problem(f"nodes[{i}].merge", f"block {node.block!r} {arity}"))
+            where = f"nodes[{i}].merge" if node.merge == "args" else f"nodes[{i}].inputs"
+            result.shape_problems.append(Problem(where, f"block {node.block!r} {arity}"))
             continue
         y = _probe(module, args, node.block, i, result)
         if y is None:

@@ -284,7 +284,8 @@ def _edge_weights(layout: EdgeLayout, logits: Tensor, loop: Tensor | None) -> _W
     if loop is not None:
         p_loop = (loop - m).exp()
         total = total + p_loop
-    return _Weights(p, p_loop, total + 1e-16)
+    # a node without incoming edges has total 0: clamp (PyG adds 1e-16, which is 0 in float16)
+    return _Weights(p, p_loop, total.clamp_min(torch.finfo(total.dtype).tiny))
 
 
 def edge_softmax(
@@ -294,7 +295,7 @@ def edge_softmax(
     self-loop logit ``loop`` ``(N, H)`` as one more entry; returns ``(α_edges, α_loops)``.
 
     Stable (the per-target maximum, without gradient, is subtracted); ``-inf`` logits (masked
-    edges) get weight 0. As PyG: ``exp(s - max) / (Σ exp(s - max) + 1e-16)``.
+    edges) get weight 0. As PyG: ``exp(s - max) / Σ exp(s - max)`` (a node without edges: 0).
     """
     return _edge_weights(layout, logits, loop).alphas(layout)
 

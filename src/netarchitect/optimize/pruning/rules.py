@@ -279,3 +279,13 @@ def _separable(ctx: RuleContext, inp: Chan) -> Chan:
 
     ctx.on_respec(respec)
     return out
+
+
+@register_rule("gcn_conv")
+def _gcn_conv(ctx: RuleContext, inp: Chan) -> Chan:
+    """A GCN layer's channels are its linear map's: message passing mixes nodes, not channels."""
+    out = ctx.space(ctx.module.out_channels)
+    ctx.label_module("lin", out, inp)
+    ctx.label("bias", out)
+    ctx.on_respec(lambda keep, params: {**params, "out_channels": keep(out)})
+    return out
