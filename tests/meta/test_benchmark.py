@@ -55,9 +55,9 @@ def test_train_sampler_mixes_glyph_and_digit_variants():
 def test_every_method_trains_and_classifies(method):
     x, y = benchmark_data()
     recipe = Recipe(steps=2, channels=4, meta_batch=2, glyph_way=6)
-    classifier, seconds = meta_train(method, x, y, recipe=recipe)
+    classifier, _ = meta_train(method, x, y, recipe=recipe)
     results = evaluate_method(classifier, eval_sets(x, y, episodes=2, n_query=2))
-    assert seconds > 0 and set(results) == {"digits", "glyphs"}
+    assert set(results) == {"digits", "glyphs"}
     assert all(0 <= r.mean <= 1 for r in results.values())
 
 

@@ -14,6 +14,7 @@ nodes they keep is read from tensor values, so they declare ``data_dependent_con
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import NamedTuple
 
@@ -235,18 +236,29 @@ def _check_ratio(ratio: float) -> None:
         raise GraphInputError(f"ratio={ratio!r} must be in (0, 1) or a whole number of nodes >= 1")
 
 
-class _ScorePool(nn.Module):
-    """Shared forward of top-k style pooling: score, select, gate, filter edges."""
+class _ScorePool(nn.Module, abc.ABC):
+    """Shared forward of top-k style pooling: score, select, gate, filter edges; subclasses
+    give the node scores."""
 
     data_dependent_control_flow = DATA_DEPENDENT_SHAPE
 
-    def __init__(self, ratio: float, min_score: float | None, multiplier: float) -> None:
+    def __init__(
+        self, in_channels: int, ratio: float, min_score: float | None, multiplier: float
+    ) -> None:
         super().__init__()
+        check_positive_int("in_channels", in_channels)
         _check_ratio(ratio)
+        self.in_channels = in_channels
         self.ratio, self.min_score, self.multiplier = ratio, min_score, multiplier
 
+    @classmethod
+    def example(cls) -> Example:
+        inputs, fk = _pool_examples()
+        return Example({"in_channels": 4}, inputs, _TOPK_SKIP, fk)
+
+    @abc.abstractmethod
     def _score(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        raise NotImplementedError
+        """One raw score per node ``(N,)``."""
 
     def forward(
         self,
@@ -307,20 +319,13 @@ class TopKPooling(_ScorePool):
         device: Device = None,
         dtype: Dtype = None,
     ) -> None:
-        super().__init__(ratio, min_score, multiplier)
-        check_positive_int("in_channels", in_channels)
-        self.in_channels = in_channels
+        super().__init__(in_channels, ratio, min_score, multiplier)
         self.weight = nn.Parameter(torch.empty(1, in_channels, device=device, dtype=dtype))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         bound = 1.0 / math.sqrt(self.in_channels)
         nn.init.uniform_(self.weight, -bound, bound)
-
-    @classmethod
-    def example(cls) -> Example:
-        inputs, fk = _pool_examples()
-        return Example({"in_channels": 4}, inputs, _TOPK_SKIP, fk)
 
     def _score(self, x: Tensor, edge_index: Tensor) -> Tensor:
         score = (x * self.weight).sum(dim=-1)
@@ -346,18 +351,11 @@ class SAGPooling(_ScorePool):
         device: Device = None,
         dtype: Dtype = None,
     ) -> None:
-        super().__init__(ratio, min_score, multiplier)
-        check_positive_int("in_channels", in_channels)
-        self.in_channels = in_channels
+        super().__init__(in_channels, ratio, min_score, multiplier)
         self.gnn = GCNConv(in_channels, 1, device=device, dtype=dtype)
 
     def reset_parameters(self) -> None:
         self.gnn.reset_parameters()
-
-    @classmethod
-    def example(cls) -> Example:
-        inputs, fk = _pool_examples()
-        return Example({"in_channels": 4}, inputs, _TOPK_SKIP, fk)
 
     def _score(self, x: Tensor, edge_index: Tensor) -> Tensor:
         return self.gnn(x, edge_index).view(-1)
