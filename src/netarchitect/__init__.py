@@ -92,8 +92,8 @@ __all__ = [  # noqa: PLE0604 (*_LAZY adds the lazily imported names: strings)
 
 #: Subpackages reachable as attributes (``na.analysis.count_flops``), imported on first use.
 _SUBPACKAGES = (
-    "analysis", "extend", "generation", "graph", "interop", "layers", "meta", "models",
-    "optimize", "search", "testing",
+    "analysis", "extend", "generation", "generative", "graph", "interop", "layers", "meta",
+    "models", "optimize", "parallel", "search", "testing",
 )
 
 

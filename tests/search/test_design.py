@@ -50,6 +50,7 @@ def test_default_design_run_writes_the_report_files(default_run):
         "# Search report: digits",
         "params ≤ 50,000",
         "## Chosen models (Pareto front)",
+        "## Why these models",
         "## Search space",
         "`train.lr`",
         "## All trials",

@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from .._io import atomic_write_text
 from ..errors import NetArchitectError
 from .config import RunConfig
+from .decisions import decision_records
 from .final import front_trials
 from .objectives import Objective
 from .plots import plot_history, plot_pareto
@@ -188,9 +189,9 @@ def render_report(run_dir: str | Path) -> Path:
         "",
         "![History](history.png)",
         "",
-        "## Search space",
-        "",
     ]
+    lines += decision_records(trials, front, objectives, scoring, seed=config.seed)
+    lines += ["## Search space", ""]
     lines += _table(
         ["dimension", "range"],
         [[f"`{p}`", d.replace("|", "\\|")] for p, d in attrs.get("space_dimensions", [])],
