@@ -100,7 +100,8 @@ def test_missing_command_and_file(capsys, tmp_path):
     assert code == 2 and out == ""
     assert err == (
         "error: netarchitect: a command is required: blocks, models, validate, build, inspect, "
-        "doctor, design, report, optimize, extend (netarchitect --help describes them)\n"
+        "doctor, design, report, optimize, extend, explain, train, plan (netarchitect --help "
+        "describes them)\n"
     )
     code, _, err = run(["validate", str(tmp_path / "none.yaml")], capsys)
     assert code == 2 and "does not exist" in err

@@ -285,3 +285,15 @@ def test_inference_frees_each_value_after_its_last_reader():
     with torch.no_grad():
         got = model(torch.randn(2, 8), return_nodes=["n2", "skip"])
     assert set(got) == {"n2", "skip"}
+
+
+def test_a_built_network_is_in_training_mode_throughout():
+    """Building probes each node in eval mode on meta tensors; the modes are restored."""
+    net = na.create_model("gpt2-tiny", vocab_size=64)
+    assert net.training and all(m.training for m in net.modules())
+    net = na.build({"inputs": {"x": [3, 8, 8]}, "nodes": [
+        {"id": "conv", "block": "conv_norm_act", "params": {"out_channels": 4}},
+        {"id": "drop", "block": "dropout", "params": {"p": 0.5}}]})
+    assert all(m.training for m in net.modules())
+    x = torch.randn(4, 3, 8, 8)
+    assert not torch.equal(net(x), net(x))  # dropout is active

@@ -328,7 +328,9 @@ def construct(spec: NetworkSpec, dtype: torch.dtype | None) -> Construction:
 def _probe(
     module: nn.Module, args: list[Tensor], block: str, i: int, result: Construction
 ) -> Tensor | None:
-    """Run ``module`` on the meta ``args``; ``None`` (and a problem) if it cannot take them."""
+    """Run ``module`` on the meta ``args`` (in eval mode, restored after); ``None`` (and a
+    problem) if it cannot take them."""
+    modes = [(m, m.training) for m in module.modules()]
     module.eval()
     shapes = ", ".join(f"{tuple(a.shape[1:])} {str(a.dtype).removeprefix('torch.')}" for a in args)
     try:
@@ -349,6 +351,9 @@ def _probe(
         return None
     except Exception as exc:  # noqa: BLE001 (re-raised with the node named)
         raise _noted(exc, f"(internal error probing nodes[{i}]: {block})")
+    finally:
+        for m, training in modes:
+            m.training = training
     if not isinstance(y, Tensor):
         result.shape_problems.append(
             Problem(f"nodes[{i}].block", f"block {block!r} returns {type(y).__name__}, not a "

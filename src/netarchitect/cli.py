@@ -236,12 +236,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
+    from .analysis.explain_command import register as explain_commands
     from .cli_analysis import register as analysis_commands
     from .extend.commands import register as extend_commands
     from .optimize.commands import register as optimize_commands
+    from .parallel.plan_command import register as plan_commands
+    from .parallel.train_command import register as train_commands
     from .search.commands import register as search_commands
 
-    return [analysis_commands, search_commands, optimize_commands, extend_commands]
+    return [analysis_commands, search_commands, optimize_commands, extend_commands,
+            explain_commands, train_commands, plan_commands]
 
 
 _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []

@@ -2,7 +2,13 @@
 
 ``cross_entropy`` (label smoothing), ``bce`` (multi-label), ``asymmetric`` (multi-label,
 Ridnik et al. 2021), ``mse``, ``huber``, ``gaussian_nll`` (for ``gaussian_head``),
-``ordinal`` (for ``ordinal_head``). Each is a mean over samples (and targets).
+``ordinal`` (for ``ordinal_head``), ``pixel_cross_entropy`` and ``dice`` (segmentation
+logits ``(B, K, H, W)`` against class indices ``(B, H, W)``, for ``fpn_head``). Each is a
+mean over samples (and targets, pixels).
+
+Blocks that need a term beside the task's loss (ProtoPNet's cluster/separation costs, a
+concept bottleneck's concept loss) expose ``auxiliary_loss(targets) -> Tensor``;
+:func:`auxiliary_loss` sums those of a model, and every trainer adds it to each step.
 """
 
 from __future__ import annotations
@@ -16,18 +22,42 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import NetArchitectError
+from .errors import NetArchitectError, ShapeError
 from .registry import suggest
 
 __all__ = [
     "LOSSES",
     "asymmetric_loss",
+    "auxiliary_loss",
+    "auxiliary_modules",
+    "check_dense_targets",
+    "dice_loss",
     "gaussian_nll",
     "get_loss",
     "ordinal_loss",
+    "pixel_cross_entropy",
 ]
 
 Loss = Callable[[Tensor, Tensor], Tensor]
+
+
+def auxiliary_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The submodules of ``model`` that define ``auxiliary_loss(targets)`` (found once, before
+    a training loop)."""
+    return [m for m in model.modules()
+            if m is not model and callable(getattr(m, "auxiliary_loss", None))]
+
+
+def auxiliary_loss(
+    model: torch.nn.Module, targets: Tensor, modules: list[torch.nn.Module] | None = None
+) -> Tensor:
+    """Sum of ``m.auxiliary_loss(targets)`` over ``modules`` (default: found in ``model``),
+    recorded by their last training forward; a zero scalar when there are none."""
+    terms = [m.auxiliary_loss(targets) for m in
+             (auxiliary_modules(model) if modules is None else modules)]
+    if not terms:
+        return torch.zeros((), device=targets.device)
+    return torch.stack([t.to(terms[0].device) for t in terms]).sum()
 
 
 def gaussian_nll(out: Tensor, target: Tensor) -> Tensor:
@@ -83,6 +113,38 @@ def _huber(out: Tensor, target: Tensor, *, delta: float = 1.0) -> Tensor:
     return F.huber_loss(out, target, delta=delta)
 
 
+def check_dense_targets(logits: Tensor, target: Tensor) -> None:
+    """Segmentation logits ``(B, K, H, W)`` and class indices ``(B, H, W)``, or a ShapeError."""
+    if logits.dim() != 4 or target.shape != (logits.shape[0], *logits.shape[2:]):
+        raise ShapeError(
+            f"targets: shape {tuple(target.shape)} for logits {tuple(logits.shape)}; "
+            "expected class indices (B, H, W) for logits (B, K, H, W)"
+        )
+
+
+def pixel_cross_entropy(
+    logits: Tensor, target: Tensor, *, label_smoothing: float = 0.0, ignore_index: int = -100
+) -> Tensor:
+    """Cross-entropy averaged over every pixel not labelled ``ignore_index``."""
+    check_dense_targets(logits, target)
+    return F.cross_entropy(
+        logits, target, label_smoothing=label_smoothing, ignore_index=ignore_index
+    )
+
+
+def dice_loss(logits: Tensor, target: Tensor, *, smooth: float = 1.0) -> Tensor:
+    """Soft Dice loss (Milletari et al. 2016): ``1 − (2 Σ p·y + s) / (Σ p + Σ y + s)`` per
+    class over the batch (``p`` softmax probabilities, ``y`` one-hot targets), averaged over
+    classes."""
+    check_dense_targets(logits, target)
+    probs = logits.softmax(1)
+    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    dims = (0, 2, 3)
+    inter = (probs * onehot).sum(dims)
+    total = probs.sum(dims) + onehot.sum(dims)
+    return (1 - (2 * inter + smooth) / (total + smooth)).mean()
+
+
 LOSSES: dict[str, Callable[..., Tensor]] = {
     "cross_entropy": _cross_entropy,
     "bce": _bce,
@@ -91,6 +153,8 @@ LOSSES: dict[str, Callable[..., Tensor]] = {
     "huber": _huber,
     "gaussian_nll": gaussian_nll,
     "ordinal": ordinal_loss,
+    "pixel_cross_entropy": pixel_cross_entropy,
+    "dice": dice_loss,
 }
 
 

@@ -16,7 +16,7 @@ def test_resnet_features_match_feature_info_and_intermediates() -> None:
     assert backbone.channels() == [64, 64, 128, 256, 512]
     assert backbone.reductions() == [2, 4, 8, 16, 32]
     x = torch.randn(2, 3, 64, 64)
-    feats = backbone(x)
+    feats = backbone.eval()(x)  # train mode would update BatchNorm's running statistics
     assert [f.shape[1:] for f in feats] == [
         (c, 64 // r, 64 // r) for c, r in zip(backbone.channels(), backbone.reductions())
     ]

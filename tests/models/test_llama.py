@@ -31,6 +31,7 @@ def ids(*shape: int, seed: int = 0) -> torch.Tensor:
     ("name", "count"),
     [
         ("llama-7b", 6_738_415_616),  # LLaMA-2-7B
+        ("llama2-70b", 68_976_648_192),  # LLaMA-2-70B (transformers LlamaConfig count)
         ("llama3-8b", 8_030_261_248),  # LLaMA-3-8B
         ("llama3.1-8b", 8_030_261_248),  # LLaMA-3.1-8B
         ("llama-1b", 1_235_814_400),  # LLaMA-3.2-1B (tied)

@@ -15,8 +15,14 @@ from netarchitect.registry import list_models, model_example
 from netarchitect.spec import NetworkSpec, load_spec, spec_hash
 from netarchitect.testing import check_module
 
+# denoisers take t (and y) beside the image, each a separate node input the pruner keeps, and
+# spectral-norm weights are parametrized: neither has a prunable channel group today
+NOT_PRUNABLE = ("diffusion_unet_", "dcgan_discriminator_sn")
+
 
 def _is_vision(name: str) -> bool:
+    if name.startswith(NOT_PRUNABLE):
+        return False
     ex = model_example(name)
     x = ex.inputs[0] if ex is not None else None
     return torch.is_tensor(x) and x.dim() == 4 and x.is_floating_point()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
@@ -84,3 +85,29 @@ def test_a_single_model_front_says_so():
         t.values = [t.values[0]]
     text = "\n".join(decision_records(trials, [best], objectives, SCORING))
     assert "The only model on the front" in text
+
+
+def test_interpretable_models_explain_themselves_under_their_trial():
+    trials = _trials(8)
+    front = front_trials(trials, OBJECTIVES)
+    final = {str(front[0].number): {"interpretability": "### Prototypes\n\n![p](x/p.png)\n"}}
+    text = "\n".join(decision_records(trials, front, OBJECTIVES, SCORING, final=final))
+    head = f"### Trial {front[0].number}: "
+    assert text.index(head) < text.index("#### Prototypes") and "![p](x/p.png)" in text
+
+
+def test_final_models_with_prototypes_get_a_section(tmp_path):
+    import netarchitect as na
+    from netarchitect.interpret.specs import protopnet_spec
+    from netarchitect.search.final import _interpretability
+    from netarchitect.search.tasks import get_task
+
+    task = get_task("digits")
+    out = tmp_path / "models" / "trial_00003"
+    out.mkdir(parents=True)
+    proto = na.build(protopnet_spec((1, 8, 8), 10, widths=(4,), prototypes_per_class=1,
+                                    prototype_dim=4), seed=0)
+    entry = _interpretability(proto, task, out, tmp_path)
+    assert "![prototypes](models/trial_00003/prototypes.png)" in entry["interpretability"]
+    assert (out / "prototypes.png").read_bytes()[:4] == b"\x89PNG"
+    assert _interpretability(torch.nn.Linear(64, 10), task, out, tmp_path) == {}

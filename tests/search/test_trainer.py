@@ -108,3 +108,35 @@ def test_train_config_validation_and_coercion():
 def test_a_diverging_run_scores_zero(moons):
     result = train(build(MLP, seed=0), moons, TrainConfig(lr=1e30, epochs=2, warmup_epochs=0))
     assert result.curve[-1] == 0.0
+
+
+class _Pulled(torch.nn.Module):
+    """A classifier with a parameter that only an auxiliary loss term moves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(2, 2)
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.seen: list[int] = []
+
+    def forward(self, x):
+        return self.net(x) + 0 * self.anchor
+
+    def auxiliary_loss(self, targets):
+        self.seen.append(len(targets))
+        return ((self.anchor - 3.0) ** 2).sum()
+
+
+def test_auxiliary_losses_of_blocks_join_every_step(moons):
+    from netarchitect.losses import auxiliary_loss, auxiliary_modules
+
+    model = torch.nn.Sequential(_Pulled())
+    assert auxiliary_modules(model) == [model[0]]
+    cfg = TrainConfig(lr=5e-2, epochs=3, batch_size=64, weight_decay=0.0, seed=0)
+    train(model, moons, cfg)
+    steps = 3 * -(-len(moons.x_train) // 64)
+    assert len(model[0].seen) == steps  # once per training step, with that batch's targets
+    assert float(model[0].anchor) > 0.1  # moved toward 3 by the auxiliary term alone
+    plain = torch.nn.Linear(2, 2)
+    assert auxiliary_modules(plain) == []
+    assert float(auxiliary_loss(plain, torch.zeros(3))) == 0.0

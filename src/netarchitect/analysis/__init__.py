@@ -6,6 +6,7 @@ of keyword inputs. Parameter, FLOP, memory and summary analysis also run on the
 ``meta`` device, so a model far larger than RAM can be measured without weights.
 """
 
+from .attention_maps import attention_maps, attention_rollout, recording_attention
 from .attribution import (
     AttributionError,
     IGResult,
@@ -54,6 +55,8 @@ __all__ = [
     "SummaryTable",
     "Timing",
     "attention_cost",
+    "attention_maps",
+    "attention_rollout",
     "count_flops",
     "count_params",
     "default_loss",
@@ -69,6 +72,7 @@ __all__ = [
     "parse_input_shape",
     "plot_gradient_flow",
     "plot_scaling",
+    "recording_attention",
     "saliency",
     "scaling",
     "smoothgrad",

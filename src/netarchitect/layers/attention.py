@@ -93,6 +93,12 @@ class MultiHeadAttention(nn.Module):
         attend over (incremental decoding; RoPE/ALiBi/relative positions continue
         from the cached length). With ``context`` it caches the projected context
         instead: filled on the first call, reused (``context`` not re-projected) after.
+        return_attention: also return the attention probabilities
+        ``softmax(q kᵀ · scale + bias + mask)`` (B, H, T, S) (before dropout; zero rows for
+        queries whose keys are all masked). They are computed explicitly *next to* the fused
+        kernel, whose output is returned unchanged. Setting :attr:`attention_store` to a
+        list appends every call's probabilities to it instead (how
+        :func:`~netarchitect.analysis.attention_maps.attention_maps` reads a whole model).
 
     Parameters are ``q_proj``, ``k_proj``, ``v_proj``, ``out_proj`` (``nn.Linear``);
     self-attention runs them as one matmul over the concatenated weights.
@@ -100,6 +106,9 @@ class MultiHeadAttention(nn.Module):
     Shapes:
         x: (B, T, dim); context: (B, S, context_dim); output: (B, T, dim).
     """
+
+    #: When a list, every forward appends its attention probabilities (B, H, T, S) to it.
+    attention_store: list[Tensor] | None = None
 
     def __init__(
         self,
@@ -273,7 +282,8 @@ class MultiHeadAttention(nn.Module):
         key_padding_mask: Tensor | None = None,
         is_causal: bool = False,
         kv_cache: KVCache | None = None,
-    ) -> Tensor:
+        return_attention: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"expected x of shape (B, T, {self.dim}), got {tuple(x.shape)}")
         B, T, _ = x.shape
@@ -315,7 +325,33 @@ class MultiHeadAttention(nn.Module):
                 enable_gqa=self.num_kv_heads != self.num_heads,
             )  # (B, H, T, D)
         out = out.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim)
-        return self.proj_drop(self.out_proj(out))
+        out = self.proj_drop(self.out_proj(out))
+        if not return_attention and self.attention_store is None:
+            return out
+        weights = self._attention_weights(q, k, attn_mask, causal)
+        if self.attention_store is not None:
+            self.attention_store.append(weights)
+        return (out, weights) if return_attention else out
+
+    def _attention_weights(
+        self, q: Tensor, k: Tensor, attn_mask: Tensor | None, causal: bool
+    ) -> Tensor:
+        """``softmax(q kᵀ · scale + mask)`` as the fused kernel computes it (in float32);
+        rows whose keys are all masked are zero."""
+        if self.num_kv_heads != self.num_heads:
+            k = k.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)  # (B, H, S, D)
+        scale = self.scale if self.scale is not None else q.shape[-1] ** -0.5
+        logits = (q.float() @ k.float().transpose(-2, -1)) * scale  # (B, H, T, S)
+        if causal:
+            T, S = logits.shape[-2:]
+            keep = torch.ones(T, S, dtype=torch.bool, device=q.device).tril()
+            logits = logits.masked_fill(~keep, float("-inf"))
+        if attn_mask is not None:
+            if attn_mask.dtype == torch.bool:
+                logits = logits.masked_fill(~attn_mask, float("-inf"))
+            else:
+                logits = logits + attn_mask.float()
+        return logits.softmax(-1).nan_to_num(0.0).to(q.dtype)
 
     def _attention_mask(
         self,

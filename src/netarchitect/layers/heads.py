@@ -33,6 +33,7 @@ HEADS = {
     "ordinal_head": "ordinal",
     "embedding_head": "a metric-learning loss on the normalised embeddings",
     "angular_margin_head": "cross_entropy on the margin logits (labels passed in training)",
+    "concept_bottleneck_head": "cross_entropy + the head's auxiliary_loss (label-derived concepts)",
 }
 
 

@@ -48,6 +48,10 @@ LLAMA_SIZES: dict[str, dict[str, Any]] = {
         "vocab_size": 32000, "dim": 4096, "depth": 32, "num_heads": 32, "hidden_dim": 11008,
         "max_positions": 4096,
     },
+    "llama2-70b": {
+        "vocab_size": 32000, "dim": 8192, "depth": 80, "num_heads": 64, "num_kv_heads": 8,
+        "hidden_dim": 28672, "max_positions": 4096,
+    },
     "llama3-8b": {
         "vocab_size": 128256, "dim": 4096, "depth": 32, "num_heads": 32, "num_kv_heads": 8,
         "hidden_dim": 14336, "max_positions": 8192, "rope_base": 500000.0,

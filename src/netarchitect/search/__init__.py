@@ -7,44 +7,63 @@ Spaces are specs with searchable values (:class:`Choice`, :class:`IntRange`,
 front is evaluated once on the test split and written with a report.
 """
 
-from .constraints import Budget, Measurement, Violation, check, find_feasible, measure
-from .design import DEFAULT_MAX_PARAMS, DEFAULT_TRIALS, DesignResult, design
-from .dimensions import Choice, FloatRange, IntRange, Repeat
-from .objectives import (
-    OBJECTIVES,
-    Objective,
-    dominates,
-    hypervolume,
-    pareto_front,
-    parse_objectives,
-)
-from .proxies import naswot, synflow
-from .pruning import ParetoStopRule
-from .report import render_report
-from .space import Dimension, SearchSpace
-from .tasks import (
-    DataError,
-    Task,
-    get_task,
-    list_tasks,
-    load_npz_task,
-    register_task,
-    task_from_arrays,
-)
-from .trainer import TrainConfig, TrainResult, evaluate, train
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "DEFAULT_MAX_PARAMS",
-    "DEFAULT_TRIALS",
-    "OBJECTIVES",
+# name -> submodule; imported on first use, so `netarchitect.search.tasks` alone (a training
+# rank, the CLI) does not pay for Optuna, SQLAlchemy and matplotlib
+_NAMES = {
+    "Budget": "constraints",
+    "Choice": "dimensions",
+    "DEFAULT_MAX_PARAMS": "design",
+    "DEFAULT_TRIALS": "design",
+    "DataError": "tasks",
+    "DesignResult": "design",
+    "Dimension": "space",
+    "FloatRange": "dimensions",
+    "IntRange": "dimensions",
+    "Measurement": "constraints",
+    "OBJECTIVES": "objectives",
+    "Objective": "objectives",
+    "ParetoStopRule": "pruning",
+    "Repeat": "dimensions",
+    "SearchSpace": "space",
+    "Task": "tasks",
+    "TrainConfig": "trainer",
+    "TrainResult": "trainer",
+    "Violation": "constraints",
+    "check": "constraints",
+    "design": "design",
+    "dominates": "objectives",
+    "evaluate": "trainer",
+    "find_feasible": "constraints",
+    "get_task": "tasks",
+    "hypervolume": "objectives",
+    "list_tasks": "tasks",
+    "load_npz_task": "tasks",
+    "measure": "constraints",
+    "naswot": "proxies",
+    "pareto_front": "objectives",
+    "parse_objectives": "objectives",
+    "register_task": "tasks",
+    "render_report": "report",
+    "synflow": "proxies",
+    "task_from_arrays": "tasks",
+    "train": "trainer",
+}
+
+__all__ = [  # noqa: RUF022 - the order of _NAMES
     "Budget",
     "Choice",
+    "DEFAULT_MAX_PARAMS",
+    "DEFAULT_TRIALS",
     "DataError",
     "DesignResult",
     "Dimension",
     "FloatRange",
     "IntRange",
     "Measurement",
+    "OBJECTIVES",
     "Objective",
     "ParetoStopRule",
     "Repeat",
@@ -72,3 +91,15 @@ __all__ = [
     "task_from_arrays",
     "train",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        value = getattr(import_module(f"{__name__}.{_NAMES[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_NAMES})

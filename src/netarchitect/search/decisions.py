@@ -122,8 +122,10 @@ def decision_records(
     objectives: Sequence[Objective],
     scoring: Scoring,
     seed: int = 0,
+    final: dict[str, Any] | None = None,
 ) -> list[str]:
-    """Markdown lines of the "why this model" section (``front`` ordered from cheapest)."""
+    """Markdown lines of the "why this model" section (``front`` ordered from cheapest);
+    ``final`` (the chosen models' entries) adds how an interpretable model decides."""
     lines = ["## Why these models", ""]
     importances = parameter_importances(trials, objectives, seed)
     if importances:
@@ -163,4 +165,8 @@ def decision_records(
             lines.append("- The only model on the front: no other trained trial is at least as "
                          "good on every objective.")
         lines.append("")
+        section = (final or {}).get(str(trial.number), {}).get("interpretability")
+        if section:  # prototypes / concepts, one heading level down
+            lines += [line.replace("### ", "#### ", 1) if line.startswith("### ") else line
+                      for line in section.splitlines()] + [""]
     return lines

@@ -76,6 +76,7 @@ def _final_entry(
     save_spec(spec, out / "spec.yaml")
     save_weights(model, out / "weights.safetensors")
     return {
+        **_interpretability(model, task, out, config.run_dir),
         "trial": trial.number,
         "test_acc": test_acc,
         "test_loss": test_loss,
@@ -86,6 +87,22 @@ def _final_entry(
         "weights": source,
         "dir": str(out.relative_to(config.run_dir)),
     }
+
+
+def _interpretability(model: Any, task: Any, out: Path, run_dir: str | Path) -> dict[str, str]:
+    """``{"interpretability": markdown}`` for a prototype or concept-bottleneck model on a
+    tensor task (its figure written in ``out``), else nothing."""
+    from ..layers.concept import ConceptBottleneckHead
+    from ..layers.prototype import PrototypeHead
+
+    kinds = (PrototypeHead, ConceptBottleneckHead)
+    if not hasattr(task, "x_train") or not any(isinstance(m, kinds) for m in model.modules()):
+        return {}
+    from ..interpret.report import interpretability_section
+
+    link = str(out.relative_to(run_dir))
+    section = interpretability_section(model, task, out, link_dir=link)
+    return {"interpretability": section} if section else {}
 
 
 def _prune_files(config: RunConfig, keep: set[int]) -> None:

@@ -190,7 +190,7 @@ def render_report(run_dir: str | Path) -> Path:
         "![History](history.png)",
         "",
     ]
-    lines += decision_records(trials, front, objectives, scoring, seed=config.seed)
+    lines += decision_records(trials, front, objectives, scoring, seed=config.seed, final=final)
     lines += ["## Search space", ""]
     lines += _table(
         ["dimension", "range"],

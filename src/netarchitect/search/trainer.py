@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import NetArchitectError
+from ..losses import auxiliary_loss, auxiliary_modules
 from .scoring import SCORINGS, Scoring, get_scoring
 
 __all__ = [
@@ -161,7 +162,8 @@ def fit_loop(
     on_epoch: Callable[[int, float], bool] | None = None,
 ) -> TrainResult:
     """The training loop of every task: AdamW, warm-up then cosine per step, validation each
-    epoch, early stopping, best weights restored — on any kind of batch.
+    epoch, early stopping, best weights restored — on any kind of batch. Blocks' auxiliary
+    losses (:func:`netarchitect.losses.auxiliary_loss`) are added to the task's.
 
     ``batches(generator)`` yields one epoch of ``(inputs, targets)``; ``forward(model,
     inputs)`` gives the outputs the ``scoring`` loss takes; ``validate(model)`` the validation
@@ -176,10 +178,13 @@ def fit_loop(
     )
     best = (-math.inf, math.inf)
     best_state, best_epoch, curve, stopped, since_best = None, 0, [], "completed", 0
+    extra = auxiliary_modules(model)  # blocks with their own loss terms (prototypes, concepts)
     for epoch in range(cfg.epochs):
         model.train()
         for inputs, targets in batches(gen):
             loss = scoring.loss(forward(model, inputs), targets, cfg.label_smoothing)
+            if extra:
+                loss = loss + auxiliary_loss(model, targets, extra)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
