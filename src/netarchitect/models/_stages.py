@@ -56,6 +56,16 @@ def check_positive(name: str, value: Any, *, integer: bool = True) -> None:
         raise SpecError(f"{name}={value!r} must be a positive {kind}", path=name)
 
 
+def check_widths(name: str, widths: Any) -> tuple[int, ...]:
+    """A non-empty sequence of positive ints as a tuple, or ``SpecError`` naming ``name``."""
+    if isinstance(widths, int) or not isinstance(widths, Sequence) or not widths:
+        raise SpecError(f"{name}={widths!r} must be a non-empty list of positive integers",
+                        path=name)
+    for i, w in enumerate(widths):
+        check_positive(f"{name}[{i}]", w)
+    return tuple(widths)
+
+
 def check_image_args(in_chans: Any, num_classes: Any, img_size: Any, **positives: Any) -> None:
     """Validate the arguments every image classifier takes (``num_classes`` may be 0)."""
     check_positive("in_chans", in_chans)

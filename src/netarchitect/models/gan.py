@@ -35,7 +35,7 @@ from ..layers.basic import Conv2d, Linear
 from ..network import Network
 from ..registry import Example, register_block, register_model, register_network_kind
 from ._graph_builder import GraphBuilder
-from ._stages import check_positive
+from ._stages import check_positive, check_widths
 from .vae import Unflatten  # noqa: F401 (registers the unflatten block)
 
 __all__ = [
@@ -168,15 +168,6 @@ class GeneratorNetwork(Network):
         return self(z.to(device=ref.device, dtype=ref.dtype))
 
 
-def _widths(name: str, widths: Any) -> tuple[int, ...]:
-    if isinstance(widths, int) or not isinstance(widths, Sequence) or not widths:
-        raise SpecError(f"{name}={widths!r} must be a non-empty list of positive integers",
-                        path=name)
-    for i, w in enumerate(widths):
-        check_positive(f"{name}[{i}]", w)
-    return tuple(widths)
-
-
 def _generator(b: GraphBuilder, description: str, device: Device, dtype: Dtype,
                seed: int | None) -> GeneratorNetwork:
     spec = b.make_spec({"kind": "gan_generator"}, description=description)
@@ -205,7 +196,7 @@ def gan_mlp_generator(
     check_positive("latent_dim", latent_dim)
     check_positive("out_features", out_features)
     b = GraphBuilder(name, {"z": (latent_dim,)})
-    for i, width in enumerate(_widths("hidden", hidden)):
+    for i, width in enumerate(check_widths("hidden", hidden)):
         b.add(f"fc{i}", "linear", {"out_features": width})
         b.add(f"act{i}", act_layer)
     b.add("out", "linear", {"out_features": out_features})
@@ -227,7 +218,7 @@ def gan_mlp_discriminator(
     check_positive("in_features", in_features)
     lin = "spectral_linear" if spectral_norm else "linear"
     b = GraphBuilder(name, {"x": (in_features,)})
-    for i, width in enumerate(_widths("hidden", hidden)):
+    for i, width in enumerate(check_widths("hidden", hidden)):
         b.add(f"fc{i}", lin, {"out_features": width})
         b.add_layer(f"act{i}", LEAKY)
     b.add("logit", lin, {"out_features": 1})
@@ -262,7 +253,7 @@ def dcgan_generator(
     ``tanh`` (samples in [-1, 1])."""
     check_positive("latent_dim", latent_dim)
     check_positive("out_chans", out_chans)
-    channels = _widths("channels", channels)
+    channels = check_widths("channels", channels)
     s = _check_image(img_size, channels)
     b = GraphBuilder(name, {"z": (latent_dim,)})
     b.add("project", "linear", {"out_features": channels[0] * s * s, "bias": False})
@@ -292,7 +283,7 @@ def dcgan_discriminator(
     """DCGAN discriminator: a 4×4 stride-2 conv per entry of ``channels`` with LeakyReLU(0.2)
     (BatchNorm after all but the first, unless ``spectral_norm``), then a linear logit."""
     check_positive("in_chans", in_chans)
-    channels = _widths("channels", channels)
+    channels = check_widths("channels", channels)
     _check_image(img_size, channels)
     conv, lin = ("spectral_conv2d", "spectral_linear") if spectral_norm else ("conv2d", "linear")
     b = GraphBuilder(name, {"x": (in_chans, img_size, img_size)})

@@ -30,7 +30,7 @@ from ..network import Network
 from ..registry import Example, register_block, register_model, register_network_kind
 from ..spec import NetworkSpec
 from ._graph_builder import GraphBuilder
-from ._stages import check_positive
+from ._stages import check_positive, check_widths
 
 __all__ = ["LIKELIHOODS", "Reparameterize", "Unflatten", "VAENetwork", "vae_conv", "vae_mlp"]
 
@@ -183,15 +183,6 @@ def _check_vae_args(
                         path="likelihood")
 
 
-def _check_widths(name: str, widths: Any) -> tuple[int, ...]:
-    if isinstance(widths, int) or not isinstance(widths, Sequence) or not widths:
-        raise SpecError(f"{name}={widths!r} must be a non-empty list of positive integers",
-                        path=name)
-    for i, w in enumerate(widths):
-        check_positive(f"{name}[{i}]", w)
-    return tuple(widths)
-
-
 def _finish(
     b: GraphBuilder, name: str, likelihood: str, description: str, device: Device,
     dtype: Dtype, seed: int | None,
@@ -218,7 +209,7 @@ def vae_mlp(
     image. Nodes ``enc{i}``/``enc{i}_act``, ``posterior``, ``z``, ``dec{i}``/``dec{i}_act``,
     ``out_fc`` and ``out``."""
     _check_vae_args(in_chans, img_size, latent_dim, likelihood)
-    hidden = _check_widths("hidden", hidden)
+    hidden = check_widths("hidden", hidden)
     shape = (in_chans, img_size, img_size)
     b = GraphBuilder(name, {"x": shape})
     b.add("flatten", "flatten")
@@ -253,7 +244,7 @@ def vae_conv(
     ``img_size`` must be divisible by ``2 ** len(channels)``), a linear ``posterior``; the
     decoder mirrors it with ``conv_transpose_upsample`` (kernel 4) and a 3×3 ``out`` conv."""
     _check_vae_args(in_chans, img_size, latent_dim, likelihood)
-    channels = _check_widths("channels", channels)
+    channels = check_widths("channels", channels)
     factor = 2 ** len(channels)
     if img_size % factor:
         raise SpecError(
