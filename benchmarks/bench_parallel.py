@@ -10,7 +10,12 @@ Cases:
   rank, 1 thread per rank) under FSDP2 (ours, via ``parallelize``) vs DDP (the peer):
   the ratio is FSDP2's step-time overhead. ``extra`` holds the per-rank parameter +
   optimizer-state bytes under FSDP2, measured from the real sharded tensors after a step,
-  over those of one process — target ≤ 0.52.
+  over those of one process — target ≤ 0.52;
+* ``planner_llama2_70b``: ``netarchitect plan llama2-70b --gpus 64 --gpu-memory 80GB
+  --seq-len 4096 --batch 4M-tokens`` in this process (imports warm): building the 80-block
+  model on ``meta``, profiling it (two activation traces and a FLOP count) and ranking every
+  layout — target < 5 s; ``extra`` holds the FSDP (ZeRO-3) model-state bytes per rank at 64
+  ranks over the closed form ``16 Ψ / 64`` (target within 1%).
 """
 
 from __future__ import annotations
@@ -110,6 +115,34 @@ def memory_and_step_rank(rank: int, world_size: int, warmup: int, repeats: int,
     return {"bytes": sharded, "ratio": entry["ratio"], "memory_ratio": ratio}
 
 
+def _plan_70b() -> Any:
+    from netarchitect.parallel.plan_command import _profile
+    from netarchitect.parallel.planner import Hardware, Training, plan_training
+
+    profile = _profile("llama2-70b", 4096, "bf16", {})
+    return plan_training(profile, Hardware(64, 80e9), Training(4096, 4 * 2**20)), profile
+
+
+def planner_case(*, repeats: int, threads: int, results_dir: str) -> dict[str, Any]:
+    from netarchitect.parallel.planner import Training, rank_memory
+
+    report, profile = _plan_70b()
+    psi = profile.num_params
+    _, memory = rank_memory(profile, Training(4096, 4 * 2**20), dp=64, zero=3)
+    states = memory["params"] + memory["grads"] + memory["optimizer"]
+    ratio = states / (16 * psi / 64)
+    entry = time_one(
+        NAME, _plan_70b, case="planner_llama2_70b", warmup=0, repeats=repeats,
+        threads=threads, label="plan llama2-70b on 64 GPUs (build + profile + rank)",
+        extra={"target_s": 5.0, "params": psi, "layouts": len(report.plans),
+               "feasible": len(report.feasible), "fsdp64_states_over_closed_form": ratio},
+        results_dir=results_dir,
+    )
+    print(f"planner llama2-70b: {entry['ours']['median_s']:.2f} s (target < 5 s); FSDP model states "
+          f"per rank / (16 psi / 64) = {ratio:.6f}")
+    return entry
+
+
 def run(*, warmup: int, repeats: int, threads: int,
         results_dir: str = RESULTS_DIR) -> dict[str, Any]:
     checks = time_one(
@@ -117,10 +150,11 @@ def run(*, warmup: int, repeats: int, threads: int,
         label="2-process parity checks (DDP, FSDP2, TP, SP, FSDPxTP, GPipe, 1F1B)",
         extra={"target_s": 30.0}, results_dir=results_dir,
     )
+    planner = planner_case(repeats=min(repeats, 3), threads=threads, results_dir=results_dir)
     ranks = run_ranks(memory_and_step_rank, 2, warmup, repeats, results_dir, timeout=600)
     worst = max(sum(r["bytes"].values()) for r in ranks)
     print(f"largest rank holds {worst} B; FSDP2 / DDP step time = {ranks[0]['ratio']:.2f}x")
-    return {"two_process_checks": checks, "fsdp2": ranks}
+    return {"two_process_checks": checks, "planner": planner, "fsdp2": ranks}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

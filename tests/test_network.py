@@ -297,3 +297,27 @@ def test_a_built_network_is_in_training_mode_throughout():
     assert all(m.training for m in net.modules())
     x = torch.randn(4, 3, 8, 8)
     assert not torch.equal(net(x), net(x))  # dropout is active
+
+
+def test_repeated_nodes_are_probed_once_and_errors_still_name_each_node(monkeypatch):
+    import netarchitect._probe as probe
+
+    calls = []
+    real = probe._probe
+    monkeypatch.setattr(probe, "_probe", lambda m, args, block, i, r: calls.append(i) or real(
+        m, args, block, i, r))
+    nodes = [{"id": f"l{i}", "block": "linear", "params": {"out_features": 8}} for i in range(4)]
+    spec = {"inputs": {"x": [8]}, "nodes": [*nodes, {"id": "wide", "block": "linear",
+                                                    "params": {"out_features": 3}}]}
+    net = na.build(spec)
+    assert calls == [0, 4]  # l1..l3 are l0 again: same block, arguments and input shape
+    assert [i.shape for i in net.node_info()] == [(8,)] * 4 + [(3,)]
+    assert net(torch.randn(2, 8)).shape == (2, 3)
+    calls.clear()
+    bad = {"inputs": {"img": [3, 8, 8]}, "nodes": [
+        {"id": "a", "block": "linear", "params": {"in_features": 5, "out_features": 5}},
+        {"id": "b", "block": "linear", "params": {"in_features": 5, "out_features": 5},
+         "inputs": ["img"]}], "outputs": ["a", "b"]}
+    with pytest.raises(ShapeError) as info:
+        na.build(bad)
+    assert [p.path for p in info.value.problems] == ["nodes[0]", "nodes[1]"]  # failures re-probe

@@ -285,6 +285,9 @@ def construct(spec: NetworkSpec, dtype: torch.dtype | None) -> Construction:
         return result
     node_index = {n.id: i for i, n in enumerate(spec.nodes)}
     values = probe_inputs(spec, dtype)
+    # a node like one already probed (same block, arguments and input shapes: the repeated
+    # blocks of a deep model) gets that node's output shape without running again
+    probed: dict[tuple[Any, ...], tuple[torch.Size, torch.dtype]] = {}
     for node_id in order:
         i = node_index[node_id]
         node = spec.nodes[i]
@@ -310,14 +313,21 @@ def construct(spec: NetworkSpec, dtype: torch.dtype | None) -> Construction:
                 Problem(f"nodes[{i}].params", f"block {node.block!r}: {_first_line(exc)}")
             )
             continue
-        arity = _arity_problem(module, args, spread=node.merge == "args")
-        if arity:
-            where = f"nodes[{i}].merge" if node.merge == "args" else f"nodes[{i}].inputs"
-            result.shape_problems.append(Problem(where, f"block {node.block!r} {arity}"))
-            continue
-        y = _probe(module, args, node.block, i, result)
-        if y is None:
-            continue
+        key = (node.block, repr(params), node.merge,
+               tuple((tuple(a.shape), a.dtype) for a in args))
+        if key in probed:
+            shape, out_dtype = probed[key]
+            y = torch.empty(shape, dtype=out_dtype, device="meta")
+        else:
+            arity = _arity_problem(module, args, spread=node.merge == "args")
+            if arity:
+                where = f"nodes[{i}].merge" if node.merge == "args" else f"nodes[{i}].inputs"
+                result.shape_problems.append(Problem(where, f"block {node.block!r} {arity}"))
+                continue
+            y = _probe(module, args, node.block, i, result)
+            if y is None:
+                continue
+            probed[key] = (y.shape, y.dtype)
         values[node_id] = y
         result.modules[node_id] = module
         n_params = sum(p.numel() for p in module.parameters())

@@ -6,6 +6,7 @@ validation reports every problem at once.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import typing
@@ -159,8 +160,10 @@ def _check_tie(spec: NetworkSpec, node_ids: set[str]) -> list[Problem]:
     return problems
 
 
+@functools.cache
 def block_signature(cls: type[nn.Module]) -> tuple[dict[str, inspect.Parameter], dict[str, Any]]:
-    """Constructor parameters (without self/device/dtype) and their resolved type hints.
+    """Constructor parameters (without self/device/dtype) and their resolved type hints
+    (computed once per class; the result is shared, do not change it).
 
     A constructor that passes ``**kwargs`` on to its parent's (``SwiGLU`` to ``GatedMLP``)
     also accepts the parent's parameters: they are followed up the class hierarchy.

@@ -3,7 +3,6 @@ two real gloo processes equals the single-process step (loss and every gradient)
 
 import numpy as np
 import pytest
-import torch.distributed as dist
 
 from netarchitect.parallel.apply import mesh_dims, parallelize
 from netarchitect.parallel.errors import ParallelError
@@ -58,14 +57,6 @@ def test_user_mistakes_on_two_ranks(two_ranks):
 
 
 # ---------------------------------------------------------------- one process (in this one)
-
-
-@pytest.fixture
-def one_rank(tmp_path):
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
-                            world_size=1)
-    yield
-    dist.destroy_process_group()
 
 
 def test_single_rank_layouts_run_the_same_step(one_rank):

@@ -7,7 +7,6 @@ import types
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
 
 import netarchitect as na
 from netarchitect.parallel.errors import ParallelError
@@ -127,6 +126,9 @@ def test_tied_weights_are_shared_across_stages(deep_gpt):
     assert [[(p is weight, held) for p, held in s.tied] for s in stages] == [
         [(True, True)], [(True, False)], [(True, True)]]
     assert StageModule(R.pipeline_model(), split, 0).tied == []
+    owned = [[p for p in s.owned_parameters()] for s in stages]
+    assert [any(p is weight for p in o) for o in owned] == [True, False, False]
+    assert sorted(id(p) for o in owned for p in o) == sorted(id(p) for p in tied.parameters())
 
 
 def test_stage_module_runs_its_part(deep_gpt):
@@ -138,14 +140,6 @@ def test_stage_module_runs_its_part(deep_gpt):
         p.numel() for p in last.parameters()) == sum(p.numel() for p in model.parameters())
     with torch.no_grad():
         torch.testing.assert_close(last(first(ids)), model(ids))
-
-
-@pytest.fixture
-def one_rank(tmp_path):
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
-                            world_size=1)
-    yield
-    dist.destroy_process_group()
 
 
 def test_one_stage_pipeline_in_process(one_rank):

@@ -107,8 +107,17 @@ def test_bad_settings_are_parallel_errors(tmp_path):
         prepare(_args(tmp_path, batch_size=2, nproc=4))
     with pytest.raises(ParallelError, match="does not divide the world size 3"):
         prepare(_args(tmp_path, nproc=3, tp=2))
-    with pytest.raises(ParallelError, match="pipeline-parallel training is not supported"):
-        prepare(_args(tmp_path, nproc=2, pp=2))
+    with pytest.raises(ParallelError, match="--pp-schedule: invalid value 'zb'"):
+        TrainArgs(model="m", out="o", pp_schedule="zb")
+    prepare(_args(tmp_path, nproc=2, pp=2))  # fine: checked, nothing written
+    for kw in ({"nproc": 4}, {"nproc": 2, "fsdp": True}):
+        with pytest.raises(ParallelError, match="--pp 2: pipeline training runs one stage per "
+                           "process; use --nproc 2 without --fsdp or --tp"):
+            prepare(_args(tmp_path, pp=2, **kw))
+    with pytest.raises(ParallelError, match="--batch-size 127 is not divisible by --pp 2"):
+        prepare(_args(tmp_path, nproc=2, pp=2, batch_size=127))
+    with pytest.raises(ParallelError, match="3 block boundaries allow at most 4 pipeline stages"):
+        prepare(_args(tmp_path, nproc=8, pp=8))
     (tmp_path / "file").write_text("x")
     with pytest.raises(ParallelError, match="exists and is not a folder"):
         prepare(replace(_args(tmp_path), out=str(tmp_path / "file")))
@@ -179,26 +188,36 @@ def test_a_killed_rank_resumes_from_the_last_checkpoint_with_the_same_curve(tmp_
 
 
 @pytest.mark.slow
-def test_fsdp2_and_tensor_parallel_give_the_single_process_loss_curve(tmp_path):
+def test_fsdp2_tensor_and_pipeline_parallel_give_the_single_process_loss_curve(tmp_path):
     spec = write_spec(tmp_path, mlp=32)  # an MLP block: column/row-wise roles for tp
     base = {"model": spec, **QUICK}
     run_training(TrainArgs(out=str(tmp_path / "one"), **base))
     runs = [TrainArgs(out=str(tmp_path / "fsdp"), nproc=2, fsdp=True, **base),
-            TrainArgs(out=str(tmp_path / "tp"), nproc=2, tp=2, **base)]
+            TrainArgs(out=str(tmp_path / "tp"), nproc=2, tp=2, **base),
+            TrainArgs(out=str(tmp_path / "pp"), nproc=2, pp=2, **base)]
     resume = replace(runs[0], out=str(tmp_path / "fsdp2"), epochs=2, checkpoint_every=3)
-    fsdp, tp, _, resumed = run_ranks(
+    resume_pp = replace(runs[2], out=str(tmp_path / "pp2"), epochs=2, checkpoint_every=3,
+                        pp_schedule="gpipe")
+    fsdp, tp, pp, _, resumed, _, resumed_pp = run_ranks(
         _ranks_train.train_ranks_many, 2,
-        [(runs[0].to_json(), None), (runs[1].to_json(), None), (resume.to_json(), None),
-         (replace(resume, resume=True).to_json(), 9)],  # killed after step 9: DCP reloads the FSDP2 shards
+        [(runs[0].to_json(), None), (runs[1].to_json(), None), (runs[2].to_json(), None),
+         (resume.to_json(), None),
+         (replace(resume, resume=True).to_json(), 9),  # killed after step 9: DCP reloads the FSDP2 shards
+         (resume_pp.to_json(), None),
+         (replace(resume_pp, resume=True).to_json(), 9)],  # each stage reloads its own part
         timeout=240)[0]
     expected = step_losses(tmp_path / "one")
-    torch.testing.assert_close(fsdp, expected, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(tp, expected, rtol=1e-5, atol=1e-6)
+    for losses in (fsdp, tp, pp):
+        torch.testing.assert_close(losses, expected, rtol=1e-5, atol=1e-6)
     run_training(TrainArgs(out=str(tmp_path / "one2"), **{**base, "epochs": 2}))
-    torch.testing.assert_close(resumed, step_losses(tmp_path / "one2"), rtol=1e-5, atol=1e-6)
+    for losses in (resumed, resumed_pp):
+        torch.testing.assert_close(losses, step_losses(tmp_path / "one2"), rtol=1e-5, atol=1e-6)
+    assert json.loads((tmp_path / "pp" / "result.json").read_text())["test_metric"] == (
+        pytest.approx(json.loads((tmp_path / "one" / "result.json").read_text())["test_metric"],
+                      abs=0.01))
     from netarchitect.weights import load_weights
 
-    for name in ("one", "fsdp", "tp"):  # full weights gathered from the shards
+    for name in ("one", "fsdp", "tp", "pp"):  # full weights gathered from the shards / stages
         model = build_model(ModelSource("folder", str(tmp_path / name)),
                             load_task(runs[0]), seed=1)
         load_weights(model, tmp_path / name / "weights.safetensors")

@@ -33,6 +33,10 @@ def spec(tmp_path):
         (["--nproc", "3", "--tp", "2"], "tp=2 x pp=1 = 2 does not divide the world size 3"),
         (["--nproc", "2", "--tp", "2"], "tp=2: Network has no attention or MLP projections"),
         (["--batch-size", "0"], "--batch-size: invalid value 0"),
+        (["--nproc", "4", "--pp", "2"], "--pp 2: pipeline training runs one stage per process"),
+        (["--nproc", "2", "--pp", "2", "--batch-size", "63"],
+         "--batch-size 63 is not divisible by --pp 2"),
+        (["--nproc", "5", "--pp", "5"], "3 block boundaries allow at most 4 pipeline stages"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, spec, extra, message):

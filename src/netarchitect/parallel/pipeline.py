@@ -175,11 +175,15 @@ class StageModule(nn.Module):
         self.input_name = split.inputs[index]
         self.nodes = nn.ModuleDict({n: net.nodes[n] for n in self.node_ids})
         self.__dict__["_network"] = net  # not a submodule: its other stages' weights are not ours
-        self.tied = self._shared_parameters(net, split)
+        params, holders = self._holders(net, split)
+        #: every parameter several stages share (in one order on every rank) and whether
+        #: this stage holds it: its gradient is summed over the stages after backward
+        self.tied = [(params[k], index in s) for k, s in holders.items() if len(s) > 1]
+        self._later_copies = {k for k, s in holders.items() if index in s and min(s) < index}
 
-    def _shared_parameters(self, net: Any, split: PipelineSplit) -> list[tuple[Any, bool]]:
-        """Every parameter several stages share (in one order on every rank) and whether this
-        stage holds it: its gradient is summed over the stages after backward."""
+    @staticmethod
+    def _holders(net: Any, split: PipelineSplit) -> tuple[dict[int, Any], dict[int, set[int]]]:
+        """``({id: parameter}, {id: indices of the stages holding it})`` over all stages."""
         params: dict[int, nn.Parameter] = {}
         holders: dict[int, set[int]] = {}
         for i, stage in enumerate(split.stages):
@@ -187,7 +191,12 @@ class StageModule(nn.Module):
                 for p in net.nodes[node_id].parameters():
                     params[id(p)] = p
                     holders.setdefault(id(p), set()).add(i)
-        return [(params[k], self.index in s) for k, s in holders.items() if len(s) > 1]
+        return params, holders
+
+    def owned_parameters(self) -> list[nn.Parameter]:
+        """This stage's parameters, less those an earlier stage also holds (a tied weight is
+        owned by its first stage): summed over the stages, each parameter counts once."""
+        return [p for p in self.parameters() if id(p) not in self._later_copies]
 
     def forward(self, x: Tensor) -> Tensor:
         last = self.node_ids[-1]

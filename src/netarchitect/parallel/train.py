@@ -8,7 +8,8 @@ computes alike; a data-parallel rank trains on its strided shard of each micro-b
 the global count, so the loss curve of ``N`` processes equals that of one process.
 AdamW (no decay on biases and norm weights), linear warm-up then cosine per step,
 gradient clipping and accumulation, optional bf16 autocast and activation checkpointing;
-DDP by default, FSDP2 / tensor parallel through :func:`~netarchitect.parallel.parallelize`.
+DDP by default, FSDP2 / tensor parallel through :func:`~netarchitect.parallel.parallelize`,
+or one pipeline stage per process (``pp``, :mod:`.train_pipeline`).
 Checkpoints (:mod:`.checkpoint`) are written every ``checkpoint_every`` steps (every epoch
 by default) and ``resume`` continues from the newest one with the same curve.
 
@@ -35,6 +36,7 @@ from torch import Tensor, nn
 
 from ..errors import NetArchitectError, RegistryError
 from .errors import ParallelError
+from .pipeline import SCHEDULES
 
 __all__ = [
     "KILL_ENV",
@@ -67,6 +69,7 @@ class TrainArgs:
     fsdp: bool = False
     tp: int = 1
     pp: int = 1
+    pp_schedule: str = "1f1b"
     checkpointing: bool = False
     amp: str | None = None
     epochs: int = 3
@@ -101,6 +104,7 @@ class TrainArgs:
             "keep": self.keep >= 1,
             "dist_timeout": self.dist_timeout > 0,
             "amp": self.amp in (None, "bf16"),
+            "pp_schedule": self.pp_schedule in SCHEDULES,
             "device": self.device in ("auto", "cpu", "cuda"),
         }
         bad = [name for name, ok in checks.items() if not ok]
@@ -285,7 +289,9 @@ def prepare(args: TrainArgs) -> tuple[ModelSource, Any, nn.Module]:
     model = build_model(source, task, seed=args.seed, device="meta")
     sizes = mesh_shape(args.nproc, tp=args.tp, pp=args.pp)
     if args.pp > 1:
-        raise ParallelError("--pp: pipeline-parallel training is not supported by train yet")
+        from .train_pipeline import check_pipeline
+
+        check_pipeline(args, model, tuple(task.input_shape), sizes)
     if args.tp > 1:
         from .plan import derive_plan
 
@@ -391,6 +397,21 @@ def _distribute(base: nn.Module, args: TrainArgs, layout: _Layout) -> nn.Module:
     return DistributedDataParallel(base, device_ids=ids)
 
 
+def _pipeline(base: nn.Module, args: TrainArgs, layout: _Layout, task: Any,
+              scoring: Any) -> Any:  # pragma: no cover - ranks
+    """This rank's pipeline stage of ``base`` (:mod:`.train_pipeline`); the batch is not
+    sharded (every stage sees every sample)."""
+    from .train_pipeline import PipelineTraining
+
+    def loss_fn(out: Tensor, target: Tensor) -> Tensor:
+        return scoring.loss(out.float(), target, args.label_smoothing)
+
+    layout.dp_rank, layout.dp_size = 0, 1
+    example = task.x_train[:2].to(layout.device)
+    return PipelineTraining(base, example, stages=args.pp, microbatches=args.pp * args.accumulate,
+                            schedule=args.pp_schedule, loss_fn=loss_fn, device=layout.device)
+
+
 def _autocast(args: TrainArgs, device: torch.device) -> Any:
     if args.amp == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
@@ -480,7 +501,12 @@ class _Run:
             from ..optimize.checkpointing import apply_checkpointing
 
             apply_checkpointing(self.base, "blocks")
-        self.model = _wrap(self.base, args, layout)
+        self.pipe: Any = None
+        if args.pp > 1:
+            self.pipe = _pipeline(self.base, args, layout, self.task, self.scoring)
+            self.model = self.pipe.module
+        else:
+            self.model = _wrap(self.base, args, layout)
         self.opt = torch.optim.AdamW(
             param_groups(self.model, args.weight_decay), lr=args.lr, foreach=True
         )
@@ -535,10 +561,25 @@ class _Run:
     def train_step(self, order: Tensor, step_in_epoch: int) -> tuple[float, float]:
         """One optimizer step; returns (global mean loss, gradient norm)."""
         micro = self._micro_batches(order, step_in_epoch)
+        self.model.train()
+        if self.pipe is None:
+            loss, norm = self._data_parallel_step(micro)
+        else:  # pragma: no cover - ranks
+            idx = torch.cat(micro)
+            with _autocast(self.args, self.layout.device):
+                loss = self.pipe.step(self.x[idx], self.y[idx])
+            norm = self.pipe.clip(self.args.clip)
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        return loss, norm
+
+    def _data_parallel_step(self, micro: list[Tensor]) -> tuple[float, float]:
+        """Forward and backward of the micro-batches, each rank on its shard; returns (global
+        mean loss, clipped gradient norm)."""
         n_step = sum(len(m) for m in micro)
         lay = self.layout
         loss_sum = torch.zeros((), device=lay.device, dtype=torch.float64)
-        self.model.train()
         for k, batch in enumerate(micro):
             shard = batch[lay.dp_rank :: lay.dp_size]
             sync = k == len(micro) - 1 or not hasattr(self.model, "no_sync")
@@ -550,9 +591,6 @@ class _Run:
                 (total * (lay.dp_size / n_step)).backward()
             loss_sum += total.detach().double()
         norm = _clip_grads(list(self.model.parameters()), self.args.clip)
-        self.opt.step()
-        self.sched.step()
-        self.opt.zero_grad(set_to_none=True)
         return float(_all_reduce(loss_sum, lay)) / n_step, norm
 
     def evaluate(self, x: Tensor, y: Tensor) -> tuple[float, float]:
@@ -564,6 +602,9 @@ class _Run:
         if isinstance(module, DistributedDataParallel):  # pragma: no cover - ranks
             # evaluate the replica itself
             module = module.module
+        if self.pipe is not None:  # pragma: no cover - ranks
+            self.pipe.sync_weights()  # every rank evaluates the whole network
+            module = self.base
         with _autocast(self.args, self.layout.device):
             return evaluate(module, x.to(self.layout.device), y.to(self.layout.device),
                             kind=self.task.kind)
@@ -645,6 +686,9 @@ class _Run:
 
     def _full_state(self) -> dict[str, Tensor]:
         if self.layout.world == 1:
+            return self.base.state_dict()
+        if self.pipe is not None:  # pragma: no cover - ranks
+            self.pipe.sync_weights()
             return self.base.state_dict()
         return _gathered_state(self.model)  # pragma: no cover - ranks
 

@@ -22,6 +22,7 @@ def train_command(args: argparse.Namespace, console: Any) -> int:
         model=args.model, out=str(args.out), task=args.task,
         data=None if args.data is None else str(args.data), trial=args.trial,
         nproc=args.nproc, fsdp=args.fsdp, tp=args.tp, pp=args.pp,
+        pp_schedule=args.pp_schedule,
         checkpointing=args.checkpointing, amp=args.amp, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup=args.warmup, clip=args.clip, accumulate=args.accumulate,
@@ -65,8 +66,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fsdp", action="store_true", help="shard with FSDP2 instead of DDP")
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel degree (default 1)")
     p.add_argument("--pp", type=int, default=1,
-                   help="pipeline stages (default 1; more is refused for now: not yet wired "
-                   "into train)")
+                   help="pipeline stages, one per process (default 1; --nproc must equal it): "
+                   "cut at block boundaries balancing measured FLOPs")
+    p.add_argument("--pp-schedule", choices=["1f1b", "gpipe"], default="1f1b",
+                   help="pipeline schedule (default 1f1b)")
     p.add_argument("--checkpointing", action="store_true",
                    help="activation checkpointing of every block")
     p.add_argument("--amp", choices=["bf16"], help="bf16 autocast")
