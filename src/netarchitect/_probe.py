@@ -210,6 +210,24 @@ def cpu_dtype_problem(op: Any, tensors: list[Tensor]) -> str | None:
 _CHECKED = _FLOAT_ONLY | _SAME_DTYPE | _NORMS | frozenset(_REFUSED)  # + convolution shapes
 
 
+_RANDOM_FILLS = frozenset(
+    getattr(torch.ops.aten, name)
+    for name in ("normal_", "uniform_", "bernoulli_", "exponential_", "random_", "log_normal_",
+                 "cauchy_", "geometric_")
+)
+
+
+class SkipMetaRandomFills(TorchDispatchMode):
+    """In-place random initialisers of meta tensors do nothing: there are no values to fill,
+    and torch runs them through Python reference kernels (the first one also imports
+    ``torch._dynamo``, about a second). Building every node on meta is much faster."""
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if func.overloadpacket in _RANDOM_FILLS and isinstance(args[0], Tensor) and args[0].is_meta:
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
 class CpuKernelRules(TorchDispatchMode):
     """Meta kernels skip most dtype checks (``linear`` of int64 ids and float weights runs on
     meta) and the channel check of transposed convolutions; this mode applies the CPU
@@ -303,7 +321,8 @@ def construct(spec: NetworkSpec, dtype: torch.dtype | None) -> Construction:
         params = thaw_params(node.params)
         fill_channel_arg(cls, params, tuple(args[0].shape[1:]))
         try:
-            module = cls(**params, device="meta", dtype=dtype)
+            with SkipMetaRandomFills():
+                module = cls(**params, device="meta", dtype=dtype)
         except Exception as exc:  # noqa: BLE001 (sorted into user errors and bugs)
             if not isinstance(exc, _ARGUMENT_ERRORS) and not (
                 isinstance(exc, RuntimeError) and _SIZE_ERROR.search(str(exc))

@@ -321,3 +321,15 @@ def test_report_of_a_database_that_cannot_be_read(run_cli, tmp_path):
     code, _, err = run_cli(["report", str(tmp_path)])
     assert code == 2
     one_line_error(err, "cannot read storage sqlite:///", "no such table: trials")
+
+
+def test_design_stays_the_function_after_its_module_is_imported():
+    import importlib
+
+    from netarchitect import search
+
+    importlib.import_module("netarchitect.search.designer")  # the CLI imports it like this
+    from netarchitect.search import design
+
+    assert callable(design) and design.__module__ == "netarchitect.search.designer"
+    assert search.design is design

@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from netarchitect.search import render_report
-from netarchitect.search.design import prepare_run
+from netarchitect.search.designer import prepare_run
 from netarchitect.search.final import finalize
 from netarchitect.search.storage import open_storage
 from netarchitect.search.worker import finished, run_worker, trained, weights_path

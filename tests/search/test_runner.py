@@ -10,7 +10,7 @@ from rich.console import Console
 
 from netarchitect import BudgetError, NetArchitectError
 from netarchitect.search import runner
-from netarchitect.search.design import prepare_run
+from netarchitect.search.designer import prepare_run
 from netarchitect.search.runner import _worker_error, run_search
 
 

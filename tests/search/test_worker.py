@@ -13,7 +13,7 @@ from netarchitect import BudgetError
 from netarchitect.analysis import count_params
 from netarchitect.search import render_report, train
 from netarchitect.search.constraints import Rejected
-from netarchitect.search.design import prepare_run
+from netarchitect.search.designer import prepare_run
 from netarchitect.search.final import front_trials
 from netarchitect.search.pruning import fully_trained, is_reused, is_stopped, references
 from netarchitect.search.runner import run_search, status_of

@@ -54,7 +54,7 @@ def _final_table(final: list[dict[str, Any]], scoring: Scoring) -> Table:
 
 def design_command(args: argparse.Namespace, console: Console) -> int:
     """``netarchitect design``: search, then print the chosen models and where the report is."""
-    from .design import design
+    from .designer import design
 
     result = design(
         task=args.task,
@@ -95,7 +95,7 @@ def report_command(args: argparse.Namespace, console: Console) -> int:
 def register(subparsers: Any) -> None:
     """Add the ``design`` and ``report`` sub-commands to an argparse ``subparsers`` object."""
     from ..cli import readable_file, writable_dir
-    from .design import DEFAULT_MAX_PARAMS, DEFAULT_TRIALS
+    from .defaults import DEFAULT_MAX_PARAMS, DEFAULT_TRIALS
 
     p = subparsers.add_parser(
         "design",

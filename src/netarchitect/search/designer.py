@@ -27,6 +27,7 @@ from rich.console import Console
 from ..errors import BudgetError, NetArchitectError, SpecError
 from .config import RunConfig
 from .constraints import Budget, find_feasible
+from .defaults import DEFAULT_MAX_PARAMS, DEFAULT_TRIALS
 from .expand import FirstTrial
 from .final import finalize
 from .objectives import SAMPLERS, parse_objectives
@@ -39,8 +40,6 @@ from .tasks import SearchTask, get_task, list_tasks
 
 __all__ = ["DEFAULT_MAX_PARAMS", "DEFAULT_TRIALS", "DesignResult", "default_workers", "design"]
 
-DEFAULT_TRIALS = 70
-DEFAULT_MAX_PARAMS = 50_000
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 log = logging.getLogger("netarchitect.search")
 
