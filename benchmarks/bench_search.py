@@ -54,7 +54,7 @@ from typing import Any
 import optuna
 from rich.console import Console
 
-from benchmarks.harness import _save, _stats, cpu_info, machine_info
+from benchmarks.harness import _stats, cpu_info, machine_info, save_case
 from netarchitect.search import DEFAULT_TRIALS, design, hypervolume
 from netarchitect.search.objectives import pareto_front
 from netarchitect.search.pruning import ParetoStopRule, Reference, fully_trained, is_stopped
@@ -343,7 +343,7 @@ def _record(
         "extra": extra,
         "machine": machine(),
     }
-    _save(NAME, case, entry, Path(__file__).parent / "results")
+    save_case(NAME, case, entry, Path(__file__).parent / "results")
 
 
 def main(argv: list[str] | None = None) -> int:

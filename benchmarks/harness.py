@@ -136,7 +136,10 @@ def _read(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not valid JSON ({err}); delete it to start afresh") from None
 
 
-def _save(name: str, case: str, entry: dict[str, Any], results_dir: str | Path) -> None:
+def save_case(name: str, case: str, entry: dict[str, Any], results_dir: str | Path) -> None:
+    """Write (or rewrite) ``entry`` as case ``case`` of ``results_dir/name.json``: a caller that
+    adds figures to an entry after :func:`compare` or :func:`time_one` recorded it saves it
+    again with this."""
     path = Path(results_dir) / f"{name}.json"
     data = _read(path)
     data.update(benchmark=name, machine=entry["machine"])
@@ -160,7 +163,7 @@ def _print(name: str, case: str, entry: dict[str, Any], console: Console | None)
 def _record(
     name: str, case: str, entry: dict[str, Any], results_dir: str | Path, console: Console | None
 ) -> dict[str, Any]:
-    _save(name, case, entry, results_dir)
+    save_case(name, case, entry, results_dir)
     _print(name, case, entry, console)
     return entry
 

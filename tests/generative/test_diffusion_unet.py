@@ -164,6 +164,23 @@ def test_train_and_sample_smoke() -> None:
         trained.sample(2, sampler="euler")
 
 
+def test_sample_passes_spacing_and_clip_to_the_samplers() -> None:
+    """``spacing`` reaches DDIM (the same draw as ``ddim_sample`` itself), ``clip`` clamps
+    x̂₀ in both samplers: their last step returns x̂₀, so samples stay inside the clip."""
+    from netarchitect.generative.digits_diffusion import train_digits_diffusion
+    from netarchitect.generative.samplers import ddim_sample
+
+    trained = train_digits_diffusion(**SMOKE)
+    x, y = trained.sample(4, steps=3, spacing="quadratic", eta=1.0, seed=5)
+    g = torch.Generator().manual_seed(5)
+    ref = ddim_sample(trained.ema, trained.schedule, (4, 1, 8, 8), steps=3, spacing="quadratic",
+                      eta=1.0, y=y, generator=g).clamp(-1, 1)
+    torch.testing.assert_close(x, ref)
+    for sampler in ("ddim", "ddpm"):
+        clipped, _ = trained.sample(4, sampler=sampler, steps=3, clip=(-0.1, 0.1))
+        assert float(clipped.abs().max()) <= 0.1 + 1e-6
+
+
 def test_image_grid_and_png(tmp_path) -> None:
     from netarchitect.generative.digits_diffusion import image_grid, save_image_grid
     from netarchitect.generative.errors import GenerativeError

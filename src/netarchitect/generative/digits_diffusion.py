@@ -20,7 +20,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from .digits import digits_images
 from .errors import GenerativeError
 from .objectives import diffusion_loss
-from .samplers import ddim_sample, ddpm_sample
+from .samplers import Clip, ddim_sample, ddpm_sample
 from .schedules import NoiseSchedule
 
 __all__ = ["DigitsDiffusion", "DigitsDiffusionConfig", "image_grid", "save_image_grid",
@@ -58,9 +58,12 @@ class DigitsDiffusion:
     config: DigitsDiffusionConfig
 
     def sample(self, n: int, *, sampler: str = "ddim", steps: int = 50, eta: float = 0.0,
-               guidance_scale: float = 1.0, seed: int = 0, batch: int = 500) -> tuple[Tensor, Tensor]:
-        """``n`` samples (labels ``i % 10``, balanced) by DDIM (``steps``, ``eta``) or DDPM (all
-        ``T``), in batches of ``batch``; returns ``(images in [-1, 1] (clamped), labels)``."""
+               spacing: str = "trailing", clip: Clip = None, guidance_scale: float = 1.0,
+               seed: int = 0, batch: int = 500) -> tuple[Tensor, Tensor]:
+        """``n`` samples (labels ``i % 10``, balanced) by DDIM (``steps``, ``eta``,
+        ``spacing``) or DDPM (all ``T``), in batches of ``batch``; ``clip=(lo, hi)`` clamps
+        x̂₀ at every step (both samplers; off by default); returns ``(images in [-1, 1]
+        (clamped), labels)``."""
         if sampler not in ("ddim", "ddpm"):
             raise GenerativeError(f"sampler: {sampler!r} is not 'ddim' or 'ddpm'")
         g = torch.Generator().manual_seed(seed)
@@ -68,10 +71,12 @@ class DigitsDiffusion:
         size = self.config.img_size
         out = []
         for y in labels.split(batch):
-            options: dict[str, Any] = {"y": y, "guidance_scale": guidance_scale, "generator": g}
+            options: dict[str, Any] = {"y": y, "guidance_scale": guidance_scale, "generator": g,
+                                       "clip": clip}
             shape = (len(y), 1, size, size)
             if sampler == "ddim":
-                x = ddim_sample(self.ema, self.schedule, shape, steps=steps, eta=eta, **options)
+                x = ddim_sample(self.ema, self.schedule, shape, steps=steps, eta=eta,
+                                spacing=spacing, **options)
             else:
                 x = ddpm_sample(self.ema, self.schedule, shape, **options)
             out.append(x.clamp(-1, 1))

@@ -43,7 +43,7 @@ __all__ = [
     "guided_prediction",
 ]
 
-SPACINGS = ("leading", "trailing", "linspace")
+SPACINGS = ("leading", "trailing", "linspace", "quadratic")
 Clip = tuple[float, float] | None
 
 
@@ -56,6 +56,10 @@ def ddim_timesteps(T: int, steps: int, spacing: str = "trailing", offset: int = 
       (980 for 50 of 1000 steps: never the pure-noise end), last ``offset``.
     - ``"linspace"``: ``round(linspace(0, T-1, steps))`` reversed: first ``T-1``, last ``0``
       (a single step is ``[T-1]``).
+    - ``"quadratic"``: ``round((T-1)·(i/(steps-1))²)`` reversed (DDIM's "quad" skip, Song et
+      al., 2021, here reaching ``T-1``): first ``T-1``, last ``0``, steps dense near clean data
+      where few-step sampling of sharp data errs most; a value repeated by rounding is moved
+      up to one past its predecessor (a single step is ``[T-1]``).
 
     ``offset`` (diffusers' ``steps_offset``) is only for ``"leading"``.
     """
@@ -84,9 +88,20 @@ def ddim_timesteps(T: int, steps: int, spacing: str = "trailing", offset: int = 
         ts = (steps - 1 - i) * stride + offset
     elif steps == 1:
         ts = torch.tensor([T - 1.0], dtype=torch.float64)
-    else:
+    elif spacing == "linspace":
         ts = torch.round(torch.linspace(T - 1, 0, steps, dtype=torch.float64))
+    else:
+        ts = _quadratic(T, steps)
     return ts.to(torch.int64)
+
+
+def _quadratic(T: int, steps: int) -> Tensor:
+    """Descending ``round((T-1) (i/(steps-1))²)``, made strictly increasing (ascending) by the
+    least lift ``a_i = max_{j≤i}(r_j - j) + i``; ``a`` ends at ``T-1`` because
+    ``(T-1)u² + (steps-1)(1-u) ≤ T-1`` for ``u ∈ [0, 1]`` when ``steps ≤ T``."""
+    i = torch.arange(steps, dtype=torch.float64)
+    r = torch.floor((T - 1) * (i / (steps - 1)) ** 2 + 0.5)
+    return (torch.cummax(r - i, 0).values + i).flip(0)
 
 
 def _prev_alpha(schedule: NoiseSchedule, s: int) -> float:
