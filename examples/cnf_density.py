@@ -15,9 +15,7 @@ and three minutes: NLL 3.82 -> 1.78 nats, grid integral 1.0007).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from netarchitect._io import save_png
 from netarchitect.models.cnf import CNF
 
 
@@ -90,11 +89,7 @@ def plot(flow: CNF, data: torch.Tensor, out: Path) -> None:
     axes[2].set_title("CNF samples")
     for ax in axes:
         ax.set_xlim(-4, 4), ax.set_ylim(-4, 4), ax.set_aspect("equal")
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, out)
+    save_png(fig, out, dpi=80)
 
 
 def main(argv: Sequence[str] | None = None) -> Result:

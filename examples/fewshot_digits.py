@@ -15,13 +15,12 @@ in steps: the tests run scale 1 (each method well under 3 minutes on 2 cores).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from netarchitect._io import save_png
 from netarchitect.meta.benchmark import (
     METHODS,
     RECIPES,
@@ -91,11 +90,7 @@ def plot(rows: list[Row], out: Path) -> None:
         ax.set_title(f"5-way 5-shot, {'digits 5-9' if name == 'digits' else 'held-out glyphs'}")
     axes[0].set_ylabel("episode accuracy")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, out)
+    save_png(fig, out, dpi=80)
 
 
 def main(argv: Sequence[str] | None = None) -> list[Row]:

@@ -15,9 +15,7 @@ and the diagnostics' warnings (mode collapse, D overpowering).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ from pathlib import Path
 import torch
 
 import netarchitect as na
+from netarchitect._io import save_png
 from netarchitect.generative.datasets2d import gaussian_ring, ring_modes
 from netarchitect.generative.gan import GAN_LOSSES, GANTrainer, gan_diagnostics
 from netarchitect.generative.mmd import mmd_rbf, mode_coverage
@@ -80,11 +79,7 @@ def plot(result: Result, out: Path) -> None:
         axes[1].plot(steps, [h[key] for h in result.history], label=key, lw=0.8)
     axes[1].set_xlabel("step")
     axes[1].legend()
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, out)
+    save_png(fig, out, dpi=80, bbox_inches="tight")
 
 
 def main(argv: Sequence[str] | None = None) -> Result:

@@ -16,15 +16,14 @@ k-NN precision 0.77, recall 0.94 (held-out data: 0.97 / 0.94).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from netarchitect._io import save_png
 from netarchitect.generative import (
     NoiseSchedule,
     ddim_sample,
@@ -74,11 +73,7 @@ def plot(panels: dict[str, torch.Tensor], out: Path) -> None:
         ax.scatter(pts[:, 0], pts[:, 1], s=2, color=f"C{i}")
         ax.set_title(title)
         ax.set_xlim(-2, 2), ax.set_ylim(-2, 2), ax.set_aspect("equal")
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, out)
+    save_png(fig, out, dpi=80)
 
 
 def main(argv: Sequence[str] | None = None) -> Result:

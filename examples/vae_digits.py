@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from pathlib import Path
 import torch
 
 import netarchitect as na
+from netarchitect._io import save_png
 from netarchitect.generative.digits import class_coverage, digits_fd, digits_images
 from netarchitect.generative.vae import elbo, iwae_bound, vae_loss
 
@@ -94,11 +93,7 @@ def plot(model: na.Network, result: Result, out: Path, rows: int = 8) -> None:
         ax.imshow(grid.reshape(4 * size, rows * size).numpy(), cmap="gray_r", vmin=0, vmax=1)
         ax.set_title(title)
         ax.axis("off")
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=out.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, out)
+    save_png(fig, out, dpi=90, bbox_inches="tight")
 
 
 def main(argv: Sequence[str] | None = None) -> Result:

@@ -230,3 +230,21 @@ def test_a_stale_temporary_that_cannot_be_removed_does_not_block_the_write(tmp_p
     monkeypatch.setattr(type(tmp_path), "unlink", unlink)
     assert atomic_write_text(tmp_path / "w.st", "new").read_text() == "new"
     assert (tmp_path / name).exists()
+
+
+def test_save_png_writes_atomically_and_closes_the_figure(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    out = _io.save_png(fig, tmp_path / "sub" / "plot.png", dpi=50)
+    assert out.read_bytes()[:4] == b"\x89PNG" and not plt.fignum_exists(fig.number)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["plot.png"]
+    fig, _ = plt.subplots()
+    with pytest.raises(ValueError):
+        _io.save_png(fig, tmp_path / "bad.png", dpi=-1)  # savefig refuses: nothing left behind
+    assert not plt.fignum_exists(fig.number)
+    assert not (tmp_path / "bad.png").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["sub"]

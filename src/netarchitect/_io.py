@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .errors import NetArchitectError
 
@@ -35,6 +36,7 @@ __all__ = [
     "check_writable_dir",
     "prepare_output_dir",
     "publish_output_dir",
+    "save_png",
 ]
 
 MAX_TEXT_BYTES = 64 * 2**20
@@ -222,6 +224,17 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
             raise _problem(path, exc) from None
         raise
     return path
+
+
+def save_png(fig: Any, path: str | Path, **savefig: Any) -> Path:
+    """Write the matplotlib figure ``fig`` to ``path`` as a PNG (:func:`atomic_write`; extra
+    keywords go to ``savefig``), then close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", **savefig))
+    finally:
+        plt.close(fig)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write, atomic_write_text
+from .._io import atomic_write_text, save_png
 
 __all__ = ["MetricsLog", "plot_loss", "read_metrics"]
 
@@ -81,7 +81,4 @@ def plot_loss(records: Iterable[dict[str, Any]], path: str | Path, *, title: str
     if steps or epochs:
         ax.legend()
     fig.tight_layout()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
+    return save_png(fig, path)
